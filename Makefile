@@ -1,0 +1,33 @@
+# Two doors: `make demo` (the main job on the built-in corpus) and `make test`.
+# Both create .venv and install the pinned set (constraints.txt) on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Compiled DeepSpeed ops and Triton caches stay inside the checkout.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export TRITON_CACHE_DIR ?= $(CURDIR)/.cache/triton
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: install demo test test-slow lint bench-data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m seed_asr.demo
+
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(PY) -m pytest -m slow -q
+
+lint: install
+	$(PY) -m ruff check seed_asr decoupleq scripts tests

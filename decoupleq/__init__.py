@@ -1,0 +1,1 @@
+"""decoupleQ: 2-bit weight-only post-training quantization."""

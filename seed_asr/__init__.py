@@ -1,0 +1,1 @@
+"""seed-asr: staged training of LLM-based speech recognition."""
