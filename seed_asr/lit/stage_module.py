@@ -1,0 +1,70 @@
+"""What every training stage shares: build inside ``configure_model``, initialise from an earlier
+stage, freeze by regex, log parameter counts, and optimizers/schedulers from config."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class StageModule(L.LightningModule):
+    """Base LightningModule of a stage; subclasses implement ``build_model`` and the steps.
+
+    Stage options read from ``cfg.stage``: ``init_from`` (checkpoint path, or a list of
+    ``{path, include}`` entries), ``freeze`` (regexes over ``self.model`` parameter names),
+    ``optimizer`` and ``scheduler`` (Hydra partials).
+    """
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # plain containers only, so checkpoints load with weights_only=True
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        self.model: nn.Module | None = None
+
+    def build_model(self) -> nn.Module:
+        """Return the stage's model (called once, inside ``configure_model``)."""
+        raise NotImplementedError
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model = self.build_model()
+        stage = self.cfg.stage
+        for source in _init_sources(stage.get("init_from")):
+            init_from_checkpoint(self.model, source["path"], include=source.get("include", [".*"]))
+        freeze_by_regex(self.model, list(stage.get("freeze") or []))
+        counts = count_parameters(self.model)
+        log.info("%s: %d trainable of %d parameters", stage.name, counts["trainable"], counts["total"])
+        self._param_counts = counts
+
+    def on_fit_start(self) -> None:
+        counts = count_parameters(self.model)
+        self.log_dict({f"params/{k}": float(v) for k, v in counts.items()}, rank_zero_only=True)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"stage {self.cfg.stage.name}: every parameter is frozen, nothing to train")
+        optimizer = instantiate(self.cfg.stage.optimizer)(params)
+        if not self.cfg.stage.get("scheduler"):
+            return optimizer
+        scheduler = instantiate(self.cfg.stage.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _init_sources(init_from: Any) -> list[dict[str, Any]]:
+    """Normalise ``init_from`` (None, a path, or a list of paths / {path, include}) to a list of dicts."""
+    if not init_from:
+        return []
+    items = init_from if isinstance(init_from, (list, tuple)) or OmegaConf.is_list(init_from) else [init_from]
+    return [{"path": it} if isinstance(it, str) else dict(it) for it in items]

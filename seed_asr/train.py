@@ -1,0 +1,78 @@
+"""``seed-asr train stage=<stage> [overrides]``: one training stage as a Hydra-composed Lightning run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seed_asr.utils.run_info import environment_info, save_run_files
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a name -> config mapping that has a ``_target_`` (None entries skipped)."""
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if c is not None and "_target_" in c]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """``"last"`` means the run folder's ``checkpoints/last.ckpt`` when it exists (else a fresh start)."""
+    if ckpt_path != "last":
+        return ckpt_path
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if last.exists():
+        return str(last)
+    log.info("ckpt_path=last but %s does not exist: starting from scratch", last)
+    return None
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate the data module, the LightningModule, loggers, callbacks and the trainer."""
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.stage.module, cfg=cfg, _recursive_=False)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    strategy = instantiate(cfg.strategy) if cfg.get("strategy") and "_target_" in cfg.strategy else "auto"
+    trainer = instantiate(cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False)
+    return {"datamodule": datamodule, "module": module, "trainer": trainer, "loggers": loggers}
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run ``fit`` (and ``test`` when ``cfg.test`` is true) for one stage.
+
+    Returns:
+        (metrics, objects): the trainer's final metrics as floats, and the built objects.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    objects = build(cfg)
+    trainer: L.Trainer = objects["trainer"]
+    save_run_files(cfg, cfg.paths.output_dir, environment_info(trainer.world_size))
+    for logger in objects["loggers"]:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(objects["module"], datamodule=objects["datamodule"],
+                ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        trainer.test(objects["module"], datamodule=objects["datamodule"], ckpt_path="best" if cfg.get("test_best") else None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics, objects
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the value of ``cfg.optimized_metric`` for sweepers."""
+    metrics, _ = train(cfg)
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""What a run records about itself: resolved config, git commit, versions, hardware."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGES = ("torch", "lightning", "deepspeed", "transformers", "triton", "webdataset", "hydra-core", "wandb")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The commit of the checkout the code runs from (``None`` outside a git checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment_info(world_size: int = 1) -> dict[str, Any]:
+    """Versions of the main packages, Python, world size and accelerator names."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "versions": versions,
+        "world_size": world_size,
+        "gpus": gpus,
+        "git_commit": git_commit(),
+    }
+
+
+@rank_zero_only
+def save_run_files(cfg: DictConfig, output_dir: str | Path, info: dict[str, Any]) -> None:
+    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run folder (rank zero only)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    (out / "run_info.json").write_text(json.dumps(info, indent=2))
