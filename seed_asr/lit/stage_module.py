@@ -40,7 +40,7 @@ class StageModule(L.LightningModule):
             return
         self.model = self.build_model()
         stage = self.cfg.stage
-        for source in _init_sources(stage.get("init_from")):
+        for source in init_sources(stage.get("init_from")):
             init_from_checkpoint(self.model, source["path"], include=source.get("include", [".*"]))
         freeze_by_regex(self.model, list(stage.get("freeze") or []))
         counts = count_parameters(self.model)
@@ -62,7 +62,7 @@ class StageModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def _init_sources(init_from: Any) -> list[dict[str, Any]]:
+def init_sources(init_from: Any) -> list[dict[str, Any]]:
     """Normalise ``init_from`` (None, a path, or a list of paths / {path, include}) to a list of dicts."""
     if not init_from:
         return []

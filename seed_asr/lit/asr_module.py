@@ -1,0 +1,61 @@
+"""Stages ``align``, ``sft`` and ``context_sft``: cross-entropy on transcripts given audio (and context).
+
+They differ only by config: what is frozen, where weights come from, how often a prompt carries
+the utterance's context. Validation decodes and logs WER/CER per language and domain.
+"""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from seed_asr.decoding.recognize import DecodingConfig, transcripts
+from seed_asr.lit.stage_module import StageModule, init_sources
+from seed_asr.lit.tokenizers import TOKENIZER_KEY, resolve_tokenizer, tokenizer_to_files
+from seed_asr.lit.validation import TranscriptCollector
+
+
+class ASRModule(StageModule):
+    """Training step: ``SpeechLLM(batch) -> loss``; validation: loss + decoding + WER.
+
+    Stage options (``cfg.stage``): ``context_prob`` (probability that a training batch's prompts
+    carry their context), ``val_use_context``; decoding options come from ``cfg.decoding``.
+    """
+
+    def build_model(self) -> nn.Module:
+        paths = [s["path"] for s in init_sources(self.cfg.stage.get("init_from"))]
+        self.tokenizer = resolve_tokenizer(self.cfg, paths)
+        model_cfg = OmegaConf.masked_copy(self.cfg.model, [k for k in self.cfg.model if k != "tokenizer"])
+        self.decoding = DecodingConfig(**self.cfg.decoding, use_context=bool(self.cfg.stage.get("val_use_context")))
+        self.collector = TranscriptCollector()
+        return instantiate(model_cfg, tokenizer=self.tokenizer)
+
+    def _use_context(self) -> bool:
+        p = float(self.cfg.stage.get("context_prob", 0.0))
+        return p > 0 and torch.rand(()).item() < p
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch, use_context=self._use_context())
+        n = len(batch["texts"])
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
+        self.log("train/ce_loss", out["ce_loss"], batch_size=n)
+        if "ctc_loss" in out:
+            self.log("train/ctc_loss", out["ctc_loss"], batch_size=n)
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.model(batch, use_context=self.decoding.use_context)
+        self.log("val/loss", out["ce_loss"], prog_bar=True, sync_dist=True, batch_size=len(batch["texts"]))
+        hyps = transcripts(self.model, batch, self.decoding)
+        self.collector.add(hyps, batch["texts"], batch["metas"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.collector.compute(self.trainer)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=False, rank_zero_only=False)
+        self.collector.log_samples(self.loggers, "val", self.global_step)
+        self.collector.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[TOKENIZER_KEY] = tokenizer_to_files(self.tokenizer)

@@ -1,0 +1,51 @@
+"""Where a stage's tokenizer comes from, and how it travels inside checkpoints.
+
+Order: the tokenizer stored in the first ``init_from`` checkpoint that has one; else a local
+pretrained tokenizer folder (``cfg.model.tokenizer.path``); else one trained on the transcripts of
+the training shards (``cfg.model.tokenizer.kind`` / ``vocab_size``). Checkpoints carry the tokenizer
+files as strings (``checkpoint["tokenizer_files"]``) so that every checkpoint is self-contained.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+from transformers import PreTrainedTokenizerBase
+
+from seed_asr.data.records import iter_records
+from seed_asr.data.text import load_tokenizer, train_tokenizer
+from seed_asr.utils.params import load_state_from_checkpoint
+
+TOKENIZER_KEY = "tokenizer_files"
+
+
+def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer's ``save_pretrained`` files as {name: text}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+    """Rebuild a tokenizer from ``tokenizer_to_files`` output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / Path(name).name).write_text(text, encoding="utf-8")
+        return load_tokenizer(tmp)
+
+
+def resolve_tokenizer(cfg: DictConfig, init_paths: list[str]) -> PreTrainedTokenizerBase:
+    """Pick or build the stage's tokenizer (see module docstring)."""
+    for path in init_paths:
+        files = load_state_from_checkpoint(path).get(TOKENIZER_KEY)
+        if files:
+            return tokenizer_from_files(files)
+    tok_cfg = cfg.model.tokenizer
+    if tok_cfg.get("path"):
+        return load_tokenizer(tok_cfg.path)
+    texts = [r["text"] for r in iter_records(cfg.data.train_shards)]
+    if not texts:
+        raise ValueError(f"no transcripts in {cfg.data.train_shards} to train the tokenizer on")
+    return train_tokenizer(texts, vocab_size=tok_cfg.vocab_size, kind=tok_cfg.kind)

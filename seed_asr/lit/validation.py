@@ -1,0 +1,51 @@
+"""Collecting transcripts during validation, metrics over all ranks, sample tables for the loggers."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch.distributed as dist
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+
+from seed_asr.metrics.wer import WERAccumulator
+
+SAMPLE_ROWS = 16
+
+
+class TranscriptCollector:
+    """Holds (hypothesis, reference, meta) triples of one validation run on this rank."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict]] = []
+
+    def add(self, hyps: list[str], refs: list[str], metas: list[dict]) -> None:
+        self.rows.extend(zip(hyps, refs, metas, strict=True))
+
+    def reset(self) -> None:
+        self.rows = []
+
+    def gather(self) -> list[tuple[str, str, dict]]:
+        """Every rank's rows (all ranks get the full list, so all log the same metrics)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(self.rows)
+        parts: list[list] = [None] * dist.get_world_size()  # type: ignore[list-item]
+        dist.all_gather_object(parts, self.rows)
+        return [row for part in parts for row in part]
+
+    def compute(self, trainer: L.Trainer | None = None) -> dict[str, float]:
+        """WER/CER overall and per language / domain over all ranks' rows."""
+        acc = WERAccumulator()
+        for hyp, ref, meta in self.gather():
+            acc.add(hyp, ref, meta)
+        return {k: float(v) for k, v in acc.compute().items() if isinstance(v, (int, float))}
+
+    def log_samples(self, loggers: list[Logger], split: str, step: int) -> None:
+        """A table of the first transcripts: wandb table / TensorBoard text."""
+        rows = [[m.get("__key__", m.get("key", "")), m.get("lang", ""), m.get("domain", ""), r, h]
+                for h, r, m in self.rows[:SAMPLE_ROWS]]
+        columns = ["key", "lang", "domain", "reference", "hypothesis"]
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key=f"{split}/samples", columns=columns, data=rows, step=step)
+            elif isinstance(logger, TensorBoardLogger):
+                text = "\n".join(f"| {' | '.join(map(str, r))} |" for r in [columns, *rows])
+                logger.experiment.add_text(f"{split}/samples", text, step)
