@@ -18,7 +18,7 @@ class LMModule(StageModule):
 
     def build_model(self) -> nn.Module:
         self.tokenizer = resolve_tokenizer(self.cfg, [s["path"] for s in init_sources(self.cfg.stage.get("init_from"))])
-        return nn.ModuleDict({"llm": instantiate(self.cfg.model.llm, tokenizer=self.tokenizer)})
+        return nn.ModuleDict({"llm": instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)})
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer

@@ -45,11 +45,11 @@ class StageModule(L.LightningModule):
         freeze_by_regex(self.model, list(stage.get("freeze") or []))
         counts = count_parameters(self.model)
         log.info("%s: %d trainable of %d parameters", stage.name, counts["trainable"], counts["total"])
-        self._param_counts = counts
 
     def on_fit_start(self) -> None:
         counts = count_parameters(self.model)
-        self.log_dict({f"params/{k}": float(v) for k, v in counts.items()}, rank_zero_only=True)
+        for logger in self.loggers:
+            logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
