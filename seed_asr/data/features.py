@@ -215,3 +215,28 @@ class SpecAugment(nn.Module):
             width = (lens.float() * self.time_width_ratio).long().clamp(max=self.time_width)
             mask |= self._masks(self.time_masks, width, lens, frames)[:, :, None]
         return feats.masked_fill(mask, self.fill)
+
+
+class FeatureExtractor(nn.Module):
+    """Waveforms -> normalised fbank, with SpecAugment on request (the ``feats`` of the batch contract).
+
+    Args:
+        fbank: the filterbank.
+        cmvn: global normalisation.
+        spec_augment: masking applied when ``augment=True`` (None: never).
+    """
+
+    def __init__(self, fbank: Fbank, cmvn: GlobalCMVN, spec_augment: SpecAugment | None = None) -> None:
+        super().__init__()
+        self.fbank, self.cmvn, self.spec_augment = fbank, cmvn, spec_augment
+
+    @torch.no_grad()
+    def forward(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, augment: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) audio and (B,) lengths -> (B, T, D) features and (B,) int64 frame counts."""
+        feats, feat_lens = self.fbank(audio, audio_lens)
+        feats = self.cmvn(feats, feat_lens)
+        if augment and self.spec_augment is not None:
+            feats = self.spec_augment(feats, feat_lens)
+        return feats, feat_lens.to(feats.device)
