@@ -25,7 +25,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from seed_asr.data.cmvn import CmvnStats, compute_cmvn, load_cmvn, save_cmvn
-from seed_asr.data.features import FeatureExtractor, Fbank, GlobalCMVN, SpecAugment
+from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN, SpecAugment
 from seed_asr.data.pipeline import (
     Augmenter,
     Collator,
@@ -130,7 +130,7 @@ class ShardDataModule(L.LightningDataModule):
             len(self.train_weights) != len(self.train_specs) or min(self.train_weights) < 0
         ):
             raise ValueError(
-                f"train_weights must be {len(self.train_specs)} non-negative numbers, got {self.train_weights}"
+                f"need {len(self.train_specs)} non-negative train_weights, got {self.train_weights}"
             )
         if max_duration > max_batch_seconds:
             raise ValueError(
@@ -271,7 +271,7 @@ class ShardDataModule(L.LightningDataModule):
 
     # ----- features on the accelerator -------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Add ``feats`` (B, T, 80) and ``feat_lens`` (B,) on the batch's device; SpecAugment when training."""
+        """Add ``feats`` (B, T, 80) and ``feat_lens`` (B,) on the batch's device (SpecAugment if training)."""
         if self.features is None:
             self.setup()
         audio = batch["audio"]
