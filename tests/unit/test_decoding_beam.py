@@ -26,14 +26,28 @@ def test_nbest_matches_hf_generate(llm, early_stopping, length_penalty):
     embeds, mask = left_padded_prefix(LENGTHS, llm.config.hidden_size)
     with torch.no_grad():
         out = llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=BEAM,
-            num_return_sequences=BEAM, max_new_tokens=12, eos_token_id=EOS, pad_token_id=EOS,
-            early_stopping=early_stopping, length_penalty=length_penalty,
-            output_scores=True, return_dict_in_generate=True,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=BEAM,
+            num_return_sequences=BEAM,
+            max_new_tokens=12,
+            eos_token_id=EOS,
+            pad_token_id=EOS,
+            early_stopping=early_stopping,
+            length_penalty=length_penalty,
+            output_scores=True,
+            return_dict_in_generate=True,
         )
     result = beam_search(
-        llm, embeds, mask, EOS, max_new_tokens=12, beam_size=BEAM,
-        length_penalty=length_penalty, early_stopping=early_stopping,
+        llm,
+        embeds,
+        mask,
+        EOS,
+        max_new_tokens=12,
+        beam_size=BEAM,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
     )
     expected_tokens = [cut_at_eos(row, EOS) for row in out.sequences.tolist()]
     expected_scores = out.sequences_scores.view(len(LENGTHS), BEAM)
@@ -63,8 +77,13 @@ def test_batch_equals_one_utterance_at_a_time_with_own_caps(llm):
     for utt, cap in enumerate(caps.tolist()):
         width = LENGTHS[utt]
         alone = beam_search(
-            llm, embeds[utt : utt + 1, -width:], mask[utt : utt + 1, -width:], EOS,
-            max_new_tokens=cap, beam_size=3, nbest=2,
+            llm,
+            embeds[utt : utt + 1, -width:],
+            mask[utt : utt + 1, -width:],
+            EOS,
+            max_new_tokens=cap,
+            beam_size=3,
+            nbest=2,
         )[0]
         assert [h.tokens for h in batched[utt]] == [h.tokens for h in alone]
         assert [h.score for h in batched[utt]] == pytest.approx([h.score for h in alone], abs=1e-5)
@@ -79,8 +98,15 @@ def test_wide_beam_finds_the_exhaustive_nbest(early_stopping, length_penalty):
     boost_token(llm, eos, 3.0)
     embeds, mask = left_padded_prefix([4, 6], 32, seed=6)
     result = beam_search(
-        llm, embeds, mask, eos, max_new_tokens=cap, beam_size=36, nbest=10,
-        length_penalty=length_penalty, early_stopping=early_stopping,
+        llm,
+        embeds,
+        mask,
+        eos,
+        max_new_tokens=cap,
+        beam_size=36,
+        nbest=10,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
     )
     words = range(1, vocab)
     space = [[*p, eos] for n in range(cap) for p in itertools.product(words, repeat=n)]

@@ -18,8 +18,13 @@ def llm():
 def hf_greedy(llm, embeds, mask, max_new_tokens):
     with torch.no_grad():
         out = llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, do_sample=False, num_beams=1,
-            max_new_tokens=max_new_tokens, eos_token_id=EOS, pad_token_id=EOS,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=EOS,
+            pad_token_id=EOS,
         )
     return [cut_at_eos(row, EOS) for row in out.tolist()]
 
