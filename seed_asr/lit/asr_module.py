@@ -52,7 +52,7 @@ class ASRModule(StageModule):
         self.collector.add(hyps, batch["texts"], batch["metas"])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.collector.compute(self.trainer)
+        metrics = self.collector.compute()
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=False, rank_zero_only=False)
         self.collector.log_samples(self.loggers, "val", self.global_step)
         self.collector.reset()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
@@ -31,11 +30,11 @@ class TranscriptCollector:
         dist.all_gather_object(parts, self.rows)
         return [row for part in parts for row in part]
 
-    def compute(self, trainer: L.Trainer | None = None) -> dict[str, float]:
+    def compute(self) -> dict[str, float]:
         """WER/CER overall and per language / domain over all ranks' rows."""
-        acc = WERAccumulator()
+        acc = WERAccumulator(group_by=("domain",))
         for hyp, ref, meta in self.gather():
-            acc.add(hyp, ref, meta)
+            acc.update(hyp, ref, meta, keywords=(meta.get("context") or {}).get("entities", ()))
         return {k: float(v) for k, v in acc.compute().items() if isinstance(v, (int, float))}
 
     def log_samples(self, loggers: list[Logger], split: str, step: int) -> None:
