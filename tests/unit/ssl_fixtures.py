@@ -1,0 +1,105 @@
+"""Test helpers of the SSL tests: a stand-in encoder and speech-like fbank features.
+
+The stand-in has the Conformer's interface (``seed_asr.models.encoder``) with a different
+length formula than ``T // 4`` (two unpadded stride-2 convolutions), so label/frame alignment
+is really exercised.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import kaldi_native_fbank as knf
+import numpy as np
+import torch
+from scipy import signal
+from torch import Tensor, nn
+
+SAMPLE_RATE = 16000
+
+
+class EncoderOutput(NamedTuple):
+    hidden: Tensor
+    lens: Tensor
+    hidden_states: tuple[Tensor, ...] | None
+
+
+class StandInEncoder(nn.Module):
+    """Conv x4 subsampling (kernel 3, stride 2, no padding) + bidirectional GRU."""
+
+    subsampling = 4
+
+    def __init__(self, input_dim: int = 80, d_model: int = 32) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.conv = nn.Sequential(
+            nn.Conv1d(input_dim, d_model, 3, stride=2), nn.GELU(), nn.Conv1d(d_model, d_model, 3, stride=2)
+        )
+        self.rnn = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(d_model, d_model)
+
+    @staticmethod
+    def output_lengths(feat_lens: Tensor) -> Tensor:
+        one = torch.div(feat_lens - 3, 2, rounding_mode="floor") + 1
+        return (torch.div(one - 3, 2, rounding_mode="floor") + 1).clamp_min(0)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor, output_hidden_states: bool = False) -> EncoderOutput:
+        sub = self.conv(feats.transpose(1, 2)).transpose(1, 2)
+        rnn = self.rnn(sub)[0]
+        hidden = self.out(rnn)
+        states = (sub, rnn, hidden) if output_hidden_states else None
+        return EncoderOutput(hidden, self.output_lengths(feat_lens), states)
+
+
+# Formants (F1, F2, F3) in Hz of a few vowels, after Peterson & Barney's averages.
+_VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480], [570, 840, 2410]])
+
+
+def speechlike_audio(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Voiced segments (harmonics of a gliding f0 under formant peaks), fricative noise and pauses."""
+    pieces = []
+    total = int(seconds * SAMPLE_RATE)
+    while sum(len(p) for p in pieces) < total:
+        n = int(rng.uniform(0.05, 0.2) * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        kind = rng.choice(3, p=[0.6, 0.25, 0.15])
+        if kind == 0:
+            formants = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(0.85, 1.2)
+            f0 = np.linspace(rng.uniform(90, 250), rng.uniform(90, 250), n)
+            phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+            x = np.zeros(n)
+            for k in range(1, int(7000 / f0.max())):
+                f = k * f0.mean()
+                gain = sum(1 / (1 + ((f - fm) / (60 + 0.05 * fm)) ** 2) for fm in formants) / k**0.5
+                x += gain * np.sin(k * phase)
+        elif kind == 1:
+            centre = rng.uniform(2000, 7000)
+            sos = signal.butter(4, [centre * 0.7, min(centre * 1.3, 7900)], "bandpass", fs=SAMPLE_RATE, output="sos")
+            x = signal.sosfilt(sos, rng.standard_normal(n)) * 3
+        else:
+            x = np.zeros(n)
+        pieces.append(x * np.hanning(n) ** 0.3 * rng.uniform(0.3, 1.0))
+    audio = np.concatenate(pieces)[:total]
+    return (audio / np.abs(audio).max() * 0.5 + 0.003 * rng.standard_normal(total)).astype(np.float32)
+
+
+def fbank(audio: np.ndarray) -> Tensor:
+    """80-bin log-mel fbank (25 ms / 10 ms) of 16 kHz audio in [-1, 1], (T, 80)."""
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0
+    opts.mel_opts.num_bins = 80
+    fb = knf.OnlineFbank(opts)
+    fb.accept_waveform(SAMPLE_RATE, (audio * 32768).tolist())
+    fb.input_finished()
+    return torch.from_numpy(np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)]))
+
+
+def speechlike_fbank(num_utts: int, seconds: float, seed: int = 0, normalise: bool = True) -> list[Tensor]:
+    """Fbank of ``num_utts`` speech-like utterances, normalised with their global mean and std."""
+    rng = np.random.default_rng(seed)
+    feats = [fbank(speechlike_audio(seconds, rng)) for _ in range(num_utts)]
+    if not normalise:
+        return feats
+    stacked = torch.cat(feats)
+    mean, std = stacked.mean(0), stacked.std(0)
+    return [(f - mean) / std for f in feats]
