@@ -30,7 +30,7 @@ def nearest_centroid(x: Tensor, centroids: Tensor, chunk_size: int = 8192) -> tu
         ``(index (N,) int64, squared distance (N,) float)``.
     """
     if x.dim() != 2 or centroids.dim() != 2 or x.shape[1] != centroids.shape[1]:
-        raise ValueError(f"x {tuple(x.shape)} and centroids {tuple(centroids.shape)} must be (N, D) and (K, D)")
+        raise ValueError(f"x {tuple(x.shape)} and centroids {tuple(centroids.shape)} must be (N, D), (K, D)")
     c_sq = centroids.pow(2).sum(1)
     indices, distances = [], []
     for rows in x.split(chunk_size):

@@ -176,7 +176,8 @@ def collect_features(
     total = 0
     try:
         for batch in batches:
-            hidden, lens = layer_features(encoder, batch["feats"].to(device), batch["feat_lens"].to(device), layer)
+            feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+            hidden, lens = layer_features(encoder, feats, feat_lens, layer)
             valid = torch.arange(hidden.shape[1], device=device) < lens.unsqueeze(1)
             if keep_prob < 1:
                 draw = torch.rand(valid.shape, generator=generator, device=sample_device(generator, device))
@@ -200,7 +201,10 @@ class KMeansTarget(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, tokenizer: KMeansTokenizer, layer: int) -> None:
-        """Args: encoder: previous-round encoder (frozen here); tokenizer: fitted k-means; layer: its input."""
+        """Args: encoder: previous-round encoder (frozen here); tokenizer: fitted k-means; layer: its input.
+
+        ``layer`` indexes the encoder's ``hidden_states``.
+        """
         super().__init__()
         self.encoder = encoder.requires_grad_(False).eval()
         self.tokenizer = tokenizer

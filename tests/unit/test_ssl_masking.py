@@ -7,7 +7,7 @@ from seed_asr.models.masking import apply_input_mask, span_mask
 
 
 def expected_fraction(p: float, span: int, length: int) -> float:
-    """Mean over frames t < length of P(a span started in [t - span + 1, t]) = 1 - (1 - p)^min(t + 1, span)."""
+    """Mean over t < length of P(a span starts in [t - span + 1, t]) = 1 - (1 - p)^min(t + 1, span)."""
     return sum(1 - (1 - p) ** min(t + 1, span) for t in range(length)) / length
 
 

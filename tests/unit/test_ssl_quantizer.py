@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from ssl_fixtures import StandInEncoder, speechlike_fbank
+from ssl_fixtures import StandInEncoder, one_thread, speechlike_fbank
 
 from seed_asr.models.ssl_targets import IGNORE_INDEX, RandomProjectionQuantizer
 
@@ -28,7 +28,9 @@ def reference_labels(q: RandomProjectionQuantizer, feats: torch.Tensor, num_fram
 @pytest.mark.parametrize("num_codebooks", [1, 3])
 def test_labels_match_reference(output_lengths, num_codebooks):
     torch.manual_seed(0)
-    q = RandomProjectionQuantizer(codebook_size=64, num_codebooks=num_codebooks, output_lengths=output_lengths)
+    q = RandomProjectionQuantizer(
+        codebook_size=64, num_codebooks=num_codebooks, output_lengths=output_lengths
+    )
     feats, lens = torch.randn(2, 37, 80), torch.tensor([37, 20])
     labels = q(feats, lens)
     out_lens = q.output_lengths(lens)
@@ -62,12 +64,12 @@ def test_label_frames_equal_encoder_frames_for_many_lengths():
     encoder = StandInEncoder(d_model=8)
     q = RandomProjectionQuantizer(codebook_size=32, output_lengths=encoder.output_lengths)
     gen = torch.Generator().manual_seed(0)
-    for t in range(7, 100, 3):  # every residue mod 4; lens below t vary within each batch
+    for t in range(7, 100, 3):  # step 3 visits every residue mod 4; lens vary below t
         lens = torch.randint(7, t + 1, (4,), generator=gen)
         lens[0] = t
         feats = torch.randn(4, t, 80, generator=gen)
         labels = q(feats, lens)
-        with torch.no_grad():
+        with torch.no_grad(), one_thread():
             out = encoder(feats, lens)
         assert labels.shape == out.hidden.shape[:2], t
         padded = torch.arange(labels.shape[1]) >= out.lens.unsqueeze(1)
@@ -115,7 +117,8 @@ def test_many_codes_used_on_normalised_speechlike_fbank(speech):
     # Measured on these 730 frames: 309 distinct codes (42%), perplexity 161 (i.i.d. Gaussian input:
     # 88% distinct). Unnormalised fbank collapses onto a few codes, as BEST-RQ warns.
     assert distinct > 0.25 * frames and perplexity > 100
-    raw = torch.nn.utils.rnn.pad_sequence(speechlike_fbank(num_utts=10, seconds=3.0, seed=1, normalise=False), True)
+    raw_utts = speechlike_fbank(num_utts=10, seconds=3.0, seed=1, normalise=False)
+    raw = torch.nn.utils.rnn.pad_sequence(raw_utts, batch_first=True)
     distinct_raw, perplexity_raw = code_usage(q(raw, lens))
     assert distinct_raw < 0.05 * frames and perplexity_raw < 10
 
