@@ -27,17 +27,19 @@ def nearest_centroid(x: Tensor, centroids: Tensor, chunk_size: int = 8192) -> tu
         chunk_size: rows of ``x`` per distance matrix (memory is chunk_size x K).
 
     Returns:
-        ``(index (N,) int64, squared distance (N,) float)``.
+        ``(index (N,) int64, squared distance (N,) float32)``, computed in float32 even under autocast.
     """
     if x.dim() != 2 or centroids.dim() != 2 or x.shape[1] != centroids.shape[1]:
         raise ValueError(f"x {tuple(x.shape)} and centroids {tuple(centroids.shape)} must be (N, D), (K, D)")
+    x, centroids = x.float(), centroids.float()
     c_sq = centroids.pow(2).sum(1)
     indices, distances = [], []
-    for rows in x.split(chunk_size):
-        d = (rows.pow(2).sum(1, keepdim=True) - 2 * rows @ centroids.T + c_sq).clamp_min_(0)
-        dist, idx = d.min(dim=1)
-        indices.append(idx)
-        distances.append(dist)
+    with torch.autocast(x.device.type, enabled=False):
+        for rows in x.split(chunk_size):
+            d = (rows.pow(2).sum(1, keepdim=True) - 2 * rows @ centroids.T + c_sq).clamp_min_(0)
+            dist, idx = d.min(dim=1)
+            indices.append(idx)
+            distances.append(dist)
     return torch.cat(indices), torch.cat(distances)
 
 
@@ -134,5 +136,5 @@ class KMeansTokenizer(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """Args: hidden: (B, T', D). Returns: cluster ids (B, T') int64."""
-        idx, _ = nearest_centroid(hidden.reshape(-1, hidden.shape[-1]).float(), self.centroids)
+        idx, _ = nearest_centroid(hidden.reshape(-1, hidden.shape[-1]), self.centroids)
         return idx.view(hidden.shape[:-1])

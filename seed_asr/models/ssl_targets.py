@@ -107,21 +107,23 @@ class RandomProjectionQuantizer(nn.Module):
 
         Returns:
             Labels int64, (B, T') for one codebook, (B, T', num_codebooks) otherwise; IGNORE_INDEX
-            at padded frames. T' equals the encoder's output length of T.
+            at padded frames. T' equals the encoder's output length of T. Computed in float32, also
+            under autocast, so that mixed precision does not change the labels.
         """
         expected = self.projection.shape[1] // self.stack
         if feats.dim() != 3 or feats.shape[-1] != expected:
             raise ValueError(f"feats must be (B, T, {expected}), got {tuple(feats.shape)}")
-        stacked = self.stack_frames(feats.to(self.projection.dtype))
+        stacked = self.stack_frames(feats.float())
         b, t, _ = stacked.shape
         flat = stacked.reshape(b * t, -1)
-        labels = torch.stack(
-            [
-                nearest_centroid(F.normalize(flat @ proj, dim=-1), codes, self.chunk_size)[0]
-                for proj, codes in zip(self.projection, self.codebooks, strict=True)
-            ],
-            dim=-1,
-        ).view(b, t, self.num_codebooks)
+        with torch.autocast(flat.device.type, enabled=False):
+            labels = torch.stack(
+                [
+                    nearest_centroid(F.normalize(flat @ proj.float(), dim=-1), codes, self.chunk_size)[0]
+                    for proj, codes in zip(self.projection, self.codebooks, strict=True)
+                ],
+                dim=-1,
+            ).view(b, t, self.num_codebooks)
         labels = fill_padding(labels, self.output_lengths(feat_lens))
         return labels.squeeze(-1) if self.num_codebooks == 1 else labels
 
@@ -169,7 +171,7 @@ def collect_features(
     """
     if not 0 < keep_prob <= 1:
         raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
-    device = next(iter(encoder.parameters())).device
+    device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
     collected: list[Tensor] = []

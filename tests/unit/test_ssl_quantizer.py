@@ -126,3 +126,11 @@ def test_many_codes_used_on_normalised_speechlike_fbank(speech):
 def test_wrong_feature_size_is_rejected():
     with pytest.raises(ValueError, match=r"feats must be \(B, T, 80\)"):
         RandomProjectionQuantizer(codebook_size=8)(torch.randn(1, 16, 40), torch.tensor([16]))
+
+
+def test_labels_unchanged_under_bf16_autocast():
+    q = RandomProjectionQuantizer(codebook_size=1024)
+    feats, lens = torch.randn(2, 200, 80), torch.tensor([200, 150])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = q(feats.bfloat16(), lens)
+    assert torch.equal(mixed, q(feats.bfloat16().float(), lens))
