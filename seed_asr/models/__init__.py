@@ -1,0 +1,1 @@
+"""Model code: Conformer encoder, converter, LLM builders and the SpeechLLM that composes them."""

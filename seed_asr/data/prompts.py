@@ -1,0 +1,154 @@
+"""The prompt of the AcLLM: [bos][context][instruction] <audio tokens> [marker][transcript]<eos>.
+
+One builder makes the token ids for training and for decoding: decoding calls the same `build` with
+no transcript, so the prefix the LLM sees is the same token for token (no train/test prompt
+mismatch, a known cause of hallucinations in LLM-based ASR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+PROMPT_MARKERS = ("<|history|>", "<|keywords|>", "<|speech|>", "<|transcript|>")
+AUDIO_FIELD = "{audio}"
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """Token ids of one sample's prompt around its audio tokens.
+
+    Attributes:
+        before_audio: ids up to the audio tokens (bos, context, instruction, ...).
+        after_audio: ids between the audio tokens and the transcript (the answer marker).
+        target: transcript ids followed by eos; None when building a decoding prefix.
+    """
+
+    before_audio: list[int]
+    after_audio: list[int]
+    target: list[int] | None
+
+
+class PromptBuilder:
+    """Builds prompts from a template with `{context}`, `{instruction}` and one `{audio}` field.
+
+    Only `history` and `keywords` of a context are shown to the model (`entities` are the answers).
+
+    Args:
+        tokenizer: the LLM's tokenizer.
+        instruction: task text, e.g. "Transcribe the speech.".
+        template: the prompt up to the transcript; `{audio}` marks where audio tokens go.
+        history_template: how dialogue history is shown (`{history}` field); empty history -> nothing.
+        keywords_template: how hot words are shown (`{keywords}` field); no keywords -> nothing.
+        keyword_separator: between keywords.
+        history_separator: between dialogue turns when history is a list.
+        max_context_tokens: token budget of the context; keywords are kept first (in their order),
+            history fills the rest keeping its most recent part.
+        add_bos: start with the tokenizer's bos token when it has one.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        instruction: str = "Transcribe the speech.",
+        template: str = "{context}{instruction}<|speech|>{audio}<|transcript|>",
+        history_template: str = "<|history|>{history}",
+        keywords_template: str = "<|keywords|>{keywords}",
+        keyword_separator: str = ", ",
+        history_separator: str = "\n",
+        max_context_tokens: int = 128,
+        add_bos: bool = True,
+    ) -> None:
+        if template.count(AUDIO_FIELD) != 1:
+            raise ValueError(f"prompt template must contain {AUDIO_FIELD} exactly once: {template!r}")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the prompt tokenizer needs an eos token to end transcripts")
+        self.tokenizer = tokenizer
+        self.instruction = instruction
+        self.before_template, self.after_template = template.split(AUDIO_FIELD)
+        self.history_template = history_template
+        self.keywords_template = keywords_template
+        self.keyword_separator = keyword_separator
+        self.history_separator = history_separator
+        self.max_context_tokens = max_context_tokens
+        self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+        self.eos_id: int = tokenizer.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text, without special tokens added."""
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _keywords_text(self, keywords: Sequence[str], budget: int) -> str:
+        """Rendered keywords: as many as fit in budget tokens, in their given order."""
+        kept: list[str] = []
+        for word in keywords:
+            text = self.keywords_template.format(keywords=self.keyword_separator.join([*kept, word]))
+            if self._n_tokens(text) > budget:
+                break
+            kept.append(word)
+        return self.keywords_template.format(keywords=self.keyword_separator.join(kept)) if kept else ""
+
+    def _history_text(self, turns: Sequence[str], budget: int) -> str:
+        """Rendered history within budget tokens: oldest turns dropped first, then the oldest words."""
+        render = lambda body: self.history_template.format(history=body)
+        fits = lambda body: self._n_tokens(render(body)) <= budget
+        turns = [t for t in turns if t]
+        while turns and not fits(self.history_separator.join(turns)):
+            if len(turns) > 1:
+                turns = turns[1:]
+            else:
+                turns = [_longest_fitting_tail(turns[0], fits)]
+                break
+        body = self.history_separator.join(t for t in turns if t)
+        return render(body) if body else ""
+
+    def context_text(self, context: Mapping | None) -> str:
+        """The context part of the prompt ("" for no context or an empty one)."""
+        if not context:
+            return ""
+        history = context.get("history") or []
+        history = [history] if isinstance(history, str) else list(history)
+        keywords = self._keywords_text(list(context.get("keywords") or []), self.max_context_tokens)
+        budget = self.max_context_tokens - self._n_tokens(keywords)
+        return self._history_text(history, budget) + keywords
+
+    def build(self, context: Mapping | None, transcript: str | None) -> PromptIds:
+        """Prompt ids of one sample; transcript None gives the decoding prefix (same ids)."""
+        fields = {"context": self.context_text(context), "instruction": self.instruction}
+        return PromptIds(
+            before_audio=self.bos + self.encode(self.before_template.format(**fields)),
+            after_audio=self.encode(self.after_template.format(**fields)),
+            target=None if transcript is None else self.target_ids(self.encode(transcript)),
+        )
+
+    def target_ids(self, transcript_ids: Sequence[int]) -> list[int]:
+        """Transcript ids followed by eos (what the loss and scores cover)."""
+        return [*transcript_ids, self.eos_id]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Transcript text of generated ids, cut at the first eos."""
+        ids = list(ids)
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _longest_fitting_tail(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest suffix of text starting at a word (or, without spaces, a character) that fits.
+
+    Binary search over cut points: the token count of a suffix shrinks as the cut moves right.
+    """
+    cuts = [0] + [i + 1 for i, ch in enumerate(text) if ch == " "] if " " in text else list(range(len(text)))
+    lo, hi = 0, len(cuts)  # answer index in [lo, hi]; hi = nothing fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(text[cuts[mid] :]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[cuts[lo] :] if lo < len(cuts) else ""

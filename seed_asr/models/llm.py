@@ -1,0 +1,98 @@
+"""The causal LLM of the AcLLM: a built-in small Qwen2 or any local Hugging Face causal LM, + LoRA."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+
+def build_qwen2(
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 512,
+    num_layers: int = 8,
+    num_heads: int = 8,
+    num_kv_heads: int = 4,
+    intermediate_size: int = 1408,
+    max_position_embeddings: int = 4096,
+    rope_theta: float = 10000.0,
+    tie_word_embeddings: bool = True,
+) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2-architecture LM sized for `tokenizer`'s vocabulary.
+
+    Args:
+        tokenizer: gives vocab size and pad/bos/eos ids.
+        hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size: model size.
+        max_position_embeddings: longest prompt + transcript in tokens.
+        rope_theta: rotary base.
+        tie_word_embeddings: share input embeddings and output head.
+    """
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        tie_word_embeddings=tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def load_causal_lm(tokenizer: PreTrainedTokenizerBase, path: str, dtype: str = "float32") -> PreTrainedModel:
+    """A pretrained causal LM from a local folder (no download is attempted).
+
+    Args:
+        tokenizer: the tokenizer used with it (normally loaded from the same folder).
+        path: folder written by `save_pretrained`.
+        dtype: weight dtype name ("float32", "bfloat16", ...).
+    """
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"LLM path {path!r} is not a local model folder")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer)} tokens but the LLM at {path!r} embeds only {n_embed}"
+        )
+    return model
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+) -> PeftModel:
+    """Wrap model with LoRA adapters (peft); only the adapters are trainable afterwards.
+
+    Args:
+        model: the causal LM.
+        r: adapter rank.
+        alpha: LoRA scaling numerator (scale = alpha / r).
+        dropout: dropout on the adapter input.
+        target_modules: names of the Linear modules to adapt.
+    """
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
