@@ -4,10 +4,11 @@ Round 1: ``RandomProjectionQuantizer`` (BEST-RQ) labels the normalised fbank inp
 Round 2+: ``KMeansTarget`` labels frames with k-means ids of a previous encoder's intermediate layer.
 Both are called as ``target(feats (B, T, 80), feat_lens (B,)) -> labels`` at the encoder's frame rate.
 
-Encoders are the project's Conformer or anything with its interface:
-``encoder(feats, feat_lens, output_hidden_states=False) -> (hidden (B, T', D), lens (B,), hidden_states)``
-(attributes ``hidden``, ``lens``, ``hidden_states``), ``encoder.output_lengths(feat_lens) -> (B,)``,
-``encoder.subsampling`` and ``encoder.d_model``.
+Encoders are ``seed_asr.models.encoder.ConformerEncoder`` or anything with its interface:
+``encoder(feats, feat_lens, output_hidden_states=False) -> EncoderOutput(hidden (B, T', D), lens (B,),
+hidden_states)`` with ``lens = encoder.output_lengths(feat_lens)``, ``T' = lens.max()``, and
+``hidden_states[i]`` the output of block i (0-based); ``encoder.subsampling``; ``encoder.d_model``.
+Labels follow the same frame convention.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class RandomProjectionQuantizer(nn.Module):
         num_codebooks: independent projections + codebooks (labels gain a codebook dim when > 1).
         seed: seed of the projection and codebooks.
         output_lengths: the encoder's map from input to output lengths (B,) -> (B,), so labels line
-            up with its frames; default ``lens // stack``.
+            up with its frames (``ConformerEncoder.output_lengths``); default ``lens // stack``.
         chunk_size: encoder frames per distance matrix (memory is chunk_size x codebook_size).
         """
         super().__init__()
@@ -87,13 +88,12 @@ class RandomProjectionQuantizer(nn.Module):
             return torch.div(feat_lens, self.stack, rounding_mode="floor")
         return self._output_lengths(feat_lens)
 
-    def stack_frames(self, feats: Tensor) -> Tensor:
-        """Concatenate ``stack`` input frames per encoder frame.
+    def stack_frames(self, feats: Tensor, num_frames: int) -> Tensor:
+        """Concatenate ``stack`` input frames per encoder frame (j holds ``[j * stack, (j + 1) * stack)``).
 
-        Args: feats: (B, T, F). Returns: (B, T', F * stack) with T' = output_lengths(T); the input is
-        zero-padded or truncated to T' * stack frames.
+        Args: feats: (B, T, F); num_frames: T'. Returns: (B, T', F * stack), the input zero-padded or
+        truncated to T' * stack frames.
         """
-        num_frames = int(self.output_lengths(torch.tensor([feats.shape[1]]))[0])
         b, _, f = feats.shape
         return fit_length(feats, num_frames * self.stack).reshape(b, num_frames, f * self.stack)
 
@@ -106,14 +106,15 @@ class RandomProjectionQuantizer(nn.Module):
             feat_lens: valid input frames (B,).
 
         Returns:
-            Labels int64, (B, T') for one codebook, (B, T', num_codebooks) otherwise; IGNORE_INDEX
-            at padded frames. T' equals the encoder's output length of T. Computed in float32, also
-            under autocast, so that mixed precision does not change the labels.
+            Labels int64, (B, T') for one codebook, (B, T', num_codebooks) otherwise, with
+            T' = max(output_lengths(feat_lens)) as the encoder's; IGNORE_INDEX at padded frames.
+            Computed in float32, also under autocast, so that mixed precision does not change them.
         """
         expected = self.projection.shape[1] // self.stack
         if feats.dim() != 3 or feats.shape[-1] != expected:
             raise ValueError(f"feats must be (B, T, {expected}), got {tuple(feats.shape)}")
-        stacked = self.stack_frames(feats.float())
+        out_lens = self.output_lengths(feat_lens)
+        stacked = self.stack_frames(feats.float(), int(out_lens.max()))
         b, t, _ = stacked.shape
         flat = stacked.reshape(b * t, -1)
         with torch.autocast(flat.device.type, enabled=False):
@@ -124,7 +125,7 @@ class RandomProjectionQuantizer(nn.Module):
                 ],
                 dim=-1,
             ).view(b, t, self.num_codebooks)
-        labels = fill_padding(labels, self.output_lengths(feat_lens))
+        labels = fill_padding(labels, out_lens)
         return labels.squeeze(-1) if self.num_codebooks == 1 else labels
 
 
@@ -132,7 +133,8 @@ def layer_features(encoder: nn.Module, feats: Tensor, feat_lens: Tensor, layer: 
     """One layer's output of ``encoder``, without gradients.
 
     Args:
-        encoder: ``layer`` indexes its ``hidden_states`` (0 = subsampling output, i = after block i).
+        encoder: ``layer`` indexes its ``hidden_states`` (i = output of block i, 0-based; the report's
+            most useful layer ~25 of 32 is index 24).
         feats: (B, T, 80).
         feat_lens: (B,).
         layer: index into ``hidden_states`` (negative counts from the end).

@@ -1,21 +1,17 @@
-"""Test helpers of the SSL tests: a stand-in encoder and speech-like fbank features.
-
-The stand-in has the Conformer's interface (``seed_asr.models.encoder``) with a different
-length formula than ``T // 4`` (two unpadded stride-2 convolutions), so label/frame alignment
-is really exercised.
-"""
+"""Helpers of the SSL tests: a tiny Conformer and speech-like fbank features."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
 import kaldi_native_fbank as knf
 import numpy as np
 import torch
 from scipy import signal
-from torch import Tensor, nn
+from torch import Tensor
+
+from seed_asr.models.encoder import ConformerEncoder
 
 SAMPLE_RATE = 16000
 
@@ -32,37 +28,11 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class EncoderOutput(NamedTuple):
-    hidden: Tensor
-    lens: Tensor
-    hidden_states: tuple[Tensor, ...] | None
-
-
-class StandInEncoder(nn.Module):
-    """Conv x4 subsampling (kernel 3, stride 2, no padding) + bidirectional GRU."""
-
-    subsampling = 4
-
-    def __init__(self, input_dim: int = 80, d_model: int = 32) -> None:
-        super().__init__()
-        self.d_model = d_model
-        self.conv = nn.Sequential(
-            nn.Conv1d(input_dim, d_model, 3, stride=2), nn.GELU(), nn.Conv1d(d_model, d_model, 3, stride=2)
-        )
-        self.rnn = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(d_model, d_model)
-
-    @staticmethod
-    def output_lengths(feat_lens: Tensor) -> Tensor:
-        one = torch.div(feat_lens - 3, 2, rounding_mode="floor") + 1
-        return (torch.div(one - 3, 2, rounding_mode="floor") + 1).clamp_min(0)
-
-    def forward(self, feats: Tensor, feat_lens: Tensor, output_hidden_states: bool = False) -> EncoderOutput:
-        sub = self.conv(feats.transpose(1, 2)).transpose(1, 2)
-        rnn = self.rnn(sub)[0]
-        hidden = self.out(rnn)
-        states = (sub, rnn, hidden) if output_hidden_states else None
-        return EncoderOutput(hidden, self.output_lengths(feat_lens), states)
+def tiny_conformer(d_model: int = 32, num_layers: int = 2) -> ConformerEncoder:
+    """A Conformer small enough for CPU tests."""
+    return ConformerEncoder(
+        d_model=d_model, num_layers=num_layers, num_heads=2, ff_mult=2, conv_kernel=5, dropout=0.0
+    )
 
 
 # Formants (F1, F2, F3) in Hz of a few vowels, after Peterson & Barney's averages.

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from ssl_fixtures import StandInEncoder
+from ssl_fixtures import one_thread, tiny_conformer
 
 from seed_asr.models.kmeans import KMeansTokenizer, fit_kmeans, kmeans_plusplus, nearest_centroid
 from seed_asr.models.ssl_targets import IGNORE_INDEX, KMeansTarget, collect_features
@@ -76,13 +76,14 @@ def test_tokenizer_labels_and_state_dict():
 @pytest.fixture
 def encoder_and_batches():
     torch.manual_seed(0)
-    encoder = StandInEncoder(d_model=8)
+    encoder = tiny_conformer(d_model=8, num_layers=2)
     gen = torch.Generator().manual_seed(5)
     batches = [
         {"feats": torch.randn(2, 40, 80, generator=gen), "feat_lens": torch.tensor([40, 23])},
         {"feats": torch.randn(2, 30, 80, generator=gen), "feat_lens": torch.tensor([30, 30])},
     ]
-    return encoder, batches
+    with one_thread():
+        yield encoder, batches
 
 
 def test_collect_features_takes_valid_frames_of_the_layer(encoder_and_batches):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from ssl_fixtures import StandInEncoder, one_thread, speechlike_fbank
+from ssl_fixtures import one_thread, speechlike_fbank, tiny_conformer
 
 from seed_asr.models.kmeans import KMeansTokenizer
 from seed_asr.models.ssl import MaskConfig, SSLHead, ssl_step
@@ -18,7 +18,7 @@ def batch():
 
 def test_overfits_a_fixed_batch(batch):
     torch.manual_seed(0)
-    encoder = StandInEncoder(d_model=32)
+    encoder = tiny_conformer(d_model=32)
     quantizer = RandomProjectionQuantizer(codebook_size=32, output_lengths=encoder.output_lengths)
     head = SSLHead(encoder.d_model, codebook_size=32)
     opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-2)
@@ -41,18 +41,18 @@ def test_overfits_a_fixed_batch(batch):
 
 def test_kmeans_target_round(batch):
     torch.manual_seed(0)
-    previous = StandInEncoder(d_model=16)
+    previous = tiny_conformer(d_model=16)
     tok = KMeansTokenizer(6, 16)
     tok.set_centroids(torch.randn(6, 16))
     target = KMeansTarget(previous, tok, layer=1)
-    encoder = StandInEncoder(d_model=16)
+    encoder = tiny_conformer(d_model=16)
     with one_thread():
         out = ssl_step(encoder, SSLHead(16, 6), target, batch, MaskConfig(), torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad and out["mask_frac"] > 0
 
 
 def test_encoder_disagreeing_with_targets_is_reported(batch):
-    encoder = StandInEncoder(d_model=16)
+    encoder = tiny_conformer(d_model=16, num_layers=1)
     quantizer = RandomProjectionQuantizer(codebook_size=8)  # default lens // 4, not the encoder's lengths
     with pytest.raises(ValueError, match="disagree"), one_thread():
         ssl_step(encoder, SSLHead(16, 8), quantizer, batch, MaskConfig(), torch.Generator().manual_seed(0))
