@@ -1,6 +1,6 @@
 """K-means targets for the second ("iterative") round of LUISE self-supervised training.
 
-The first round predicts random-projection labels of the fbank input (see ``ssl.py``); the next round
+The first round predicts random-projection labels of the fbank input (``ssl_targets.py``); the next round
 predicts k-means cluster ids of an intermediate layer of the first-round encoder, as HuBERT does.
 
 K-means is written in torch rather than taken from scikit-learn because (1) it runs where the
