@@ -57,11 +57,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     save_run_files(cfg, cfg.paths.output_dir, environment_info(trainer.world_size))
     for logger in objects["loggers"]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(objects["module"], datamodule=objects["datamodule"],
-                ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir))
+    trainer.fit(
+        objects["module"],
+        datamodule=objects["datamodule"],
+        ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir),
+    )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test"):
-        trainer.test(objects["module"], datamodule=objects["datamodule"], ckpt_path="best" if cfg.get("test_best") else None)
+        trainer.test(
+            objects["module"],
+            datamodule=objects["datamodule"],
+            ckpt_path="best" if cfg.get("test_best") else None,
+        )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics, objects
 

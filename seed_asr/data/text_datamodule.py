@@ -50,8 +50,12 @@ class TextDataModule(L.LightningDataModule):
 
     def _loader(self, records: list[dict], shuffle: bool) -> DataLoader:
         return DataLoader(
-            records, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate,
-            num_workers=self.num_workers, drop_last=shuffle,
+            records,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=_collate,
+            num_workers=self.num_workers,
+            drop_last=shuffle,
         )
 
     def train_dataloader(self) -> DataLoader:

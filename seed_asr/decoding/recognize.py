@@ -58,14 +58,25 @@ def recognize(model, batch: Mapping, cfg: DecodingConfig) -> list[list[Hypothesi
     eos = model.tokenizer.eos_token_id
     if cfg.method == "beam":
         return beam_search(
-            model.base_llm, prefix_embeds, prefix_mask, eos, max_new_tokens=max_new,
-            beam_size=cfg.beam_size, nbest=cfg.nbest, length_penalty=cfg.length_penalty,
+            model.base_llm,
+            prefix_embeds,
+            prefix_mask,
+            eos,
+            max_new_tokens=max_new,
+            beam_size=cfg.beam_size,
+            nbest=cfg.nbest,
+            length_penalty=cfg.length_penalty,
         )
-    guard = (RepetitionGuard(cfg.repetition_max_ngram, cfg.repetition_max_repeats)
-             if cfg.repetition_max_ngram > 0 else None)
+    guard = (
+        RepetitionGuard(cfg.repetition_max_ngram, cfg.repetition_max_repeats)
+        if cfg.repetition_max_ngram > 0
+        else None
+    )
     result = greedy_decode(model.base_llm, prefix_embeds, prefix_mask, eos, max_new, guard)
-    return [[Hypothesis(tokens=t, logprob=float(s), score=float(s))] for t, s in
-            zip(result.tokens, result.scores.tolist(), strict=True)]
+    return [
+        [Hypothesis(tokens=t, logprob=float(s), score=float(s))]
+        for t, s in zip(result.tokens, result.scores.tolist(), strict=True)
+    ]
 
 
 def transcripts(model, batch: Mapping, cfg: DecodingConfig) -> list[str]:

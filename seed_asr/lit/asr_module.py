@@ -7,13 +7,12 @@ the utterance's context. Validation decodes and logs WER/CER per language and do
 from __future__ import annotations
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
-from seed_asr.lit.stage_module import StageModule, init_sources
-from seed_asr.lit.tokenizers import TOKENIZER_KEY, resolve_tokenizer, tokenizer_to_files
+from seed_asr.lit.builders import build_speech_llm
+from seed_asr.lit.stage_module import StageModule
+from seed_asr.lit.tokenizers import resolve_tokenizer
 from seed_asr.lit.validation import TranscriptCollector
 
 
@@ -25,12 +24,11 @@ class ASRModule(StageModule):
     """
 
     def build_model(self) -> nn.Module:
-        paths = [s["path"] for s in init_sources(self.cfg.stage.get("init_from"))]
-        self.tokenizer = resolve_tokenizer(self.cfg, paths)
-        model_cfg = OmegaConf.masked_copy(self.cfg.model, [k for k in self.cfg.model if k != "tokenizer"])
-        self.decoding = DecodingConfig(**self.cfg.decoding, use_context=bool(self.cfg.stage.get("val_use_context")))
+        self.tokenizer = resolve_tokenizer(self.cfg)
+        use_context = bool(self.cfg.stage.get("val_use_context"))
+        self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
         self.collector = TranscriptCollector()
-        return instantiate(model_cfg, tokenizer=self.tokenizer)
+        return build_speech_llm(self.cfg.model, self.tokenizer)
 
     def _use_context(self) -> bool:
         p = float(self.cfg.stage.get("context_prob", 0.0))
@@ -56,6 +54,3 @@ class ASRModule(StageModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=False, rank_zero_only=False)
         self.collector.log_samples(self.loggers, "val", self.global_step)
         self.collector.reset()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[TOKENIZER_KEY] = tokenizer_to_files(self.tokenizer)

@@ -8,8 +8,8 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from seed_asr.lit.stage_module import StageModule, init_sources
-from seed_asr.lit.tokenizers import TOKENIZER_KEY, resolve_tokenizer, tokenizer_to_files
+from seed_asr.lit.stage_module import StageModule
+from seed_asr.lit.tokenizers import resolve_tokenizer
 
 
 class LMModule(StageModule):
@@ -17,7 +17,7 @@ class LMModule(StageModule):
     its weights load into the speech LLM's ``llm.`` parameters by name."""
 
     def build_model(self) -> nn.Module:
-        self.tokenizer = resolve_tokenizer(self.cfg, [s["path"] for s in init_sources(self.cfg.stage.get("init_from"))])
+        self.tokenizer = resolve_tokenizer(self.cfg)
         return nn.ModuleDict({"llm": instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)})
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -30,8 +30,10 @@ class LMModule(StageModule):
             input_ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
         labels = input_ids.masked_fill(mask == 0, -100)
-        return {k: v.to(self.device) for k, v in
-                {"input_ids": input_ids, "attention_mask": mask, "labels": labels}.items()}
+        return {
+            k: v.to(self.device)
+            for k, v in {"input_ids": input_ids, "attention_mask": mask, "labels": labels}.items()
+        }
 
     def _loss(self, batch: dict) -> torch.Tensor:
         return self.model["llm"](**self._encode(batch["texts"])).loss
@@ -46,6 +48,3 @@ class LMModule(StageModule):
         n = len(batch["texts"])
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/ppl", math.exp(min(loss.item(), 20.0)), sync_dist=True, batch_size=n)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[TOKENIZER_KEY] = tokenizer_to_files(self.tokenizer)

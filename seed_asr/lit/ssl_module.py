@@ -35,7 +35,9 @@ class SSLModule(StageModule):
         else:
             targets = RandomProjectionQuantizer(
                 input_dim=self.cfg.model.encoder.input_dim,
-                stack=encoder.subsampling, output_lengths=encoder.output_lengths, **stage.quantizer,
+                stack=encoder.subsampling,
+                output_lengths=encoder.output_lengths,
+                **stage.quantizer,
             )
             classes = stage.quantizer.codebook_size
         head = SSLHead(encoder.d_model, classes, stage.quantizer.get("num_codebooks", 1))
@@ -55,8 +57,12 @@ class SSLModule(StageModule):
             gen = torch.Generator().manual_seed(int(self.cfg.seed))
             result = fit_kmeans(feats, km.num_clusters, max_iters=km.max_iters, generator=gen)
             tokenizer.set_centroids(result.centroids)
-            log.info("k-means: %d clusters on %d frames, inertia %.4g", km.num_clusters, len(feats),
-                     result.inertia[-1])
+            log.info(
+                "k-means: %d clusters on %d frames, inertia %.4g",
+                km.num_clusters,
+                len(feats),
+                result.inertia[-1],
+            )
         tokenizer.set_centroids(self.trainer.strategy.broadcast(tokenizer.centroids, src=0))
         return KMeansTarget(previous, tokenizer, km.layer)
 

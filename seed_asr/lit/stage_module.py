@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint
+from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, cmvn_to_dict, tokenizer_to_files
+from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint, init_sources
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,15 @@ class StageModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_hyperparams({f"params/{k}": v for k, v in counts.items()})
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Make checkpoints self-contained: the tokenizer files and the CMVN statistics travel along."""
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None:
+            checkpoint[TOKENIZER_KEY] = tokenizer_to_files(tokenizer)
+        features = getattr(self.trainer.datamodule, "features", None) if self._trainer else None
+        if features is not None:
+            checkpoint[CMVN_KEY] = cmvn_to_dict(features.cmvn)
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
@@ -60,11 +70,3 @@ class StageModule(L.LightningModule):
             return optimizer
         scheduler = instantiate(self.cfg.stage.scheduler)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def init_sources(init_from: Any) -> list[dict[str, Any]]:
-    """Normalise ``init_from`` (None, a path, or a list of paths / {path, include}) to a list of dicts."""
-    if not init_from:
-        return []
-    items = init_from if isinstance(init_from, (list, tuple)) or OmegaConf.is_list(init_from) else [init_from]
-    return [{"path": it} if isinstance(it, str) else dict(it) for it in items]

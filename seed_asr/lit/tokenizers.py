@@ -1,4 +1,4 @@
-"""Where a stage's tokenizer comes from, and how it travels inside checkpoints.
+"""Where a stage's tokenizer comes from, and how it and the CMVN statistics travel inside checkpoints.
 
 Order: the tokenizer stored in the first ``init_from`` checkpoint that has one; else a local
 pretrained tokenizer folder (``cfg.model.tokenizer.path``); else one trained on the transcripts of
@@ -11,14 +11,27 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
+from seed_asr.data.features import GlobalCMVN
 from seed_asr.data.records import iter_records
 from seed_asr.data.text import load_tokenizer, train_tokenizer
-from seed_asr.utils.params import load_state_from_checkpoint
+from seed_asr.utils.params import init_sources, load_state_from_checkpoint
 
 TOKENIZER_KEY = "tokenizer_files"
+CMVN_KEY = "cmvn"
+
+
+def cmvn_to_dict(cmvn: GlobalCMVN) -> dict[str, list[float]]:
+    """The normalisation statistics as plain lists (loadable with weights_only=True)."""
+    return {"mean": cmvn.mean.tolist(), "std": (1.0 / cmvn.inv_std).tolist()}
+
+
+def cmvn_from_dict(stats: dict[str, list[float]]) -> GlobalCMVN:
+    """Inverse of ``cmvn_to_dict``."""
+    return GlobalCMVN(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
 
 
 def tokenizer_to_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
@@ -36,9 +49,9 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
         return load_tokenizer(tmp)
 
 
-def resolve_tokenizer(cfg: DictConfig, init_paths: list[str]) -> PreTrainedTokenizerBase:
+def resolve_tokenizer(cfg: DictConfig) -> PreTrainedTokenizerBase:
     """Pick or build the stage's tokenizer (see module docstring)."""
-    for path in init_paths:
+    for path in [s["path"] for s in init_sources(cfg.stage.get("init_from"))]:
         files = load_state_from_checkpoint(path).get(TOKENIZER_KEY)
         if files:
             return tokenizer_from_files(files)

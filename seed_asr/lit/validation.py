@@ -39,8 +39,10 @@ class TranscriptCollector:
 
     def log_samples(self, loggers: list[Logger], split: str, step: int) -> None:
         """A table of the first transcripts: wandb table / TensorBoard text."""
-        rows = [[m.get("__key__", m.get("key", "")), m.get("lang", ""), m.get("domain", ""), r, h]
-                for h, r, m in self.rows[:SAMPLE_ROWS]]
+        rows = [
+            [m.get("__key__", m.get("key", "")), m.get("lang", ""), m.get("domain", ""), r, h]
+            for h, r, m in self.rows[:SAMPLE_ROWS]
+        ]
         columns = ["key", "lang", "domain", "reference", "hypothesis"]
         for logger in loggers:
             if isinstance(logger, WandbLogger):

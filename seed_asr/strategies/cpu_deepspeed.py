@@ -3,8 +3,8 @@
 Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA. DeepSpeed itself runs its ZeRO
 stages on CPU tensors with the gloo backend, so this subclass only skips the CUDA checks: the
 environment set-up of plain DDP, distributed init without the CUDA device-index validation, and a
-CPU root device
-(indexed by local rank, as DeepSpeed expects a device index). Everything else (ZeRO partitioning, checkpoints, offload) is real DeepSpeed.
+CPU root device (indexed by local rank, as DeepSpeed reads a device index). Everything else (ZeRO
+partitioning, checkpoints, offload) is real DeepSpeed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def deepspeed_strategy(accelerator: str = "auto", **kwargs) -> DeepSpeedStrategy
 
     Args:
         accelerator: the trainer's ``accelerator`` setting (``"cpu"``, ``"gpu"``, ``"auto"``).
-        **kwargs: ``DeepSpeedStrategy`` options (``stage``, ``offload_optimizer``, ``offload_parameters``, ...).
+        **kwargs: ``DeepSpeedStrategy`` options (``stage``, ``offload_optimizer``, ...).
     """
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     return (CPUDeepSpeedStrategy if on_cpu else DeepSpeedStrategy)(**kwargs)

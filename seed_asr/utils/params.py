@@ -6,8 +6,10 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ def init_from_checkpoint(
         if name not in own or not any(rx.search(name) for rx in rxs):
             continue
         if own[name].shape != tensor.shape:
-            msg = f"init_from {path}: {name} has shape {tuple(tensor.shape)}, model wants {tuple(own[name].shape)}"
+            shapes = f"{tuple(tensor.shape)}, model wants {tuple(own[name].shape)}"
+            msg = f"init_from {path}: {name} has shape {shapes}"
             if strict_shapes:
                 raise ValueError(msg)
             log.warning(msg)
@@ -93,3 +96,11 @@ def init_from_checkpoint(
     module.load_state_dict(loaded, strict=False)
     log.info("initialised %d tensors from %s", len(loaded), path)
     return sorted(loaded)
+
+
+def init_sources(init_from: Any) -> list[dict[str, Any]]:
+    """Normalise ``init_from`` (None, a path, or a list of paths / {path, include}) to a list of dicts."""
+    if not init_from:
+        return []
+    items = init_from if isinstance(init_from, (list, tuple)) or OmegaConf.is_list(init_from) else [init_from]
+    return [{"path": it} if isinstance(it, str) else dict(it) for it in items]
