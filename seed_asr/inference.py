@@ -1,0 +1,53 @@
+"""Loading a trained speech LLM for decoding (eval, transcribe, quantization)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seed_asr.data.features import FeatureExtractor, Fbank
+from seed_asr.lit.builders import build_speech_llm
+from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, cmvn_from_dict, tokenizer_from_files
+from seed_asr.utils.params import load_state_from_checkpoint
+
+
+@dataclass
+class LoadedModel:
+    """A speech LLM in eval mode, the feature extractor it was trained with, and its training config."""
+
+    model: nn.Module
+    features: FeatureExtractor
+    cfg: DictConfig
+
+
+def load_speech_llm(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a speech LLM from a self-contained stage checkpoint.
+
+    Args:
+        ckpt: checkpoint file, or a run folder (its ``checkpoints/last.ckpt``).
+        device: where to put the model and the feature extractor.
+
+    Raises:
+        ValueError: the checkpoint lacks the tokenizer, the CMVN statistics or the config.
+    """
+    state = load_state_from_checkpoint(ckpt)
+    missing = [k for k in (TOKENIZER_KEY, CMVN_KEY, "hyper_parameters") if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {ckpt} is not a speech-LLM stage checkpoint: it lacks {missing}")
+    cfg = OmegaConf.create(state["hyper_parameters"]["cfg"])
+    model = build_speech_llm(cfg.model, tokenizer_from_files(state[TOKENIZER_KEY]))
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    model.load_state_dict(weights)
+    features = FeatureExtractor(Fbank(), cmvn_from_dict(state[CMVN_KEY]))
+    return LoadedModel(model.to(device).eval(), features.to(device), cfg)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``"auto"``: the first GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
