@@ -25,7 +25,9 @@ from seed_asr.data.synthetic import write_synthetic_shards
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", default="data/corpus", help="corpus folder with train/*.tar")
     parser.add_argument("--synthetic", action="store_true", help="benchmark on synthetic shards instead")
     parser.add_argument("--batches", type=int, default=60, help="batches timed per worker setting")
@@ -114,7 +116,9 @@ def main() -> None:
             dm = make_module(shards, workdir, args, num_workers=workers)
             results[f"realtime_x_{workers}_workers"] = throughput(dm)
         plain = dict(speed_factors=[1.0], num_workers=0, spec_augment=False)
-        results["padding_no_bucketing"] = padding(make_module(shards, workdir, args, bucket_buffer=0, **plain))
+        results["padding_no_bucketing"] = padding(
+            make_module(shards, workdir, args, bucket_buffer=0, **plain)
+        )
         results["padding_bucketing"] = padding(make_module(shards, workdir, args, bucket_buffer=500, **plain))
         dm = make_module(shards, workdir, args, **plain)
         waves = list(itertools.islice(dm.plain_waves([shards]), args.fbank_utterances))
