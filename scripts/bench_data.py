@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import tempfile
 import time
@@ -137,7 +138,7 @@ def main() -> None:
             shards, source = str(workdir / "train" / "shard-*.tar"), "synthetic (1-8 s tones in noise)"
         else:
             shards, source = str(Path(args.corpus) / "train" / "shard-*.tar"), args.corpus
-        results: dict[str, float | str] = {"source": source, "cores": torch.get_num_threads()}
+        results: dict[str, float | str] = {"source": source, "cpu_cores": os.cpu_count() or 0}
         for workers in (0, 1, 2):
             dm = make_module(shards, workdir, args, num_workers=workers, bucket_buffer=args.bucket_buffer)
             wall, cpu = throughput(dm)
