@@ -33,7 +33,7 @@ class DataStatsLogger(L.Callback):
         pl_module.log(
             f"{split}/data_padding",
             float(stats["padding_fraction"]),
-            on_step=split == "train",
+            on_step=False,
             on_epoch=True,
             sync_dist=True,
             batch_size=size,

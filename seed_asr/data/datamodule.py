@@ -184,11 +184,12 @@ class ShardDataModule(L.LightningDataModule):
         specs = self.train_specs or self.val_specs
         if not specs:
             raise ValueError("cmvn_path is None and there are no train/val shards to compute CMVN from")
-        stats = compute_cmvn(self._plain_waves(specs), Fbank(), self.cmvn_utterances)
+        stats = compute_cmvn(self.plain_waves(specs), Fbank(), self.cmvn_utterances)
         self._save_cmvn(stats)
         return stats.mean, stats.std
 
-    def _plain_waves(self, specs: list[str]) -> Iterator[np.ndarray]:
+    def plain_waves(self, specs: list[str]) -> Iterator[np.ndarray]:
+        """(S,) waveforms of the shards in order, decoded and duration-filtered, without augmentation."""
         shards = [shard for spec in specs for shard in expand_shards(spec)]
         stream = wds.DataPipeline(
             wds.SimpleShardList(shards),

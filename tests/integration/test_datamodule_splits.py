@@ -61,7 +61,9 @@ def write_bad_shard(path: Path) -> Path:
     }
     with wds.TarWriter(str(path)) as writer:
         for key, data in samples.items():
-            writer.write({"__key__": key, "flac": data, "json": json.dumps(synthetic_record(key, 1.0)).encode()})
+            writer.write(
+                {"__key__": key, "flac": data, "json": json.dumps(synthetic_record(key, 1.0)).encode()}
+            )
     return path
 
 
@@ -71,7 +73,11 @@ def module(**kwargs) -> ShardDataModule:
 
 
 def all_keys(paths):
-    return {s["__key__"] for p in paths for s in wds.DataPipeline(wds.SimpleShardList([p]), wds.tarfile_to_samples())}
+    return {
+        s["__key__"]
+        for p in paths
+        for s in wds.DataPipeline(wds.SimpleShardList([p]), wds.tarfile_to_samples())
+    }
 
 
 def test_val_reads_each_sample_once_over_ranks_and_workers_with_equal_batch_counts(shards):

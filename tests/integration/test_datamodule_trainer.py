@@ -42,7 +42,9 @@ def test_trainer_gets_features_specaugment_in_training_only_and_skip_counts(tmp_
     train = write_synthetic_shards(tmp_path / "data" / "train", 2, 6, 0.5, 1.5, seed=0)
     dev = write_synthetic_shards(tmp_path / "data" / "dev", 1, 5, 0.5, 1.5, seed=1, prefix="dev")
     with wds.TarWriter(str(tmp_path / "data" / "dev" / "broken.tar")) as writer:
-        writer.write({"__key__": "broken", "flac": b"junk", "json": json.dumps(synthetic_record("x", 1)).encode()})
+        writer.write(
+            {"__key__": "broken", "flac": b"junk", "json": json.dumps(synthetic_record("x", 1)).encode()}
+        )
     run = tmp_path / "run"
     dm = ShardDataModule(
         train_shards=[str(p) for p in train],

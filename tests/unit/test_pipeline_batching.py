@@ -10,7 +10,9 @@ from seed_asr.data.shard_index import plan_eval_batches
 
 
 def utterances(lengths, first=0):
-    return [Utterance(f"u{first + i}", np.zeros(n, dtype=np.float32), {"text": ""}) for i, n in enumerate(lengths)]
+    return [
+        Utterance(f"u{first + i}", np.zeros(n, dtype=np.float32), {"text": ""}) for i, n in enumerate(lengths)
+    ]
 
 
 def padding(batches):
@@ -31,7 +33,11 @@ def test_pack_by_length_keeps_order_budget_and_size():
 def test_dynamic_batcher_respects_seconds_and_bucketing_lowers_padding():
     rng = np.random.default_rng(0)
     lengths = rng.integers(8_000, 160_000, size=300).tolist()  # 0.5 .. 10 s
-    stream = [*utterances(lengths[:150]), Skipped("bad", "undecodable"), *utterances(lengths[150:], first=150)]
+    stream = [
+        *utterances(lengths[:150]),
+        Skipped("bad", "undecodable"),
+        *utterances(lengths[150:], first=150),
+    ]
     results = {}
     for buffer in (0, 200):
         out = list(DynamicBatcher(max_batch_seconds=40, bucket_buffer=buffer)(iter(stream)))

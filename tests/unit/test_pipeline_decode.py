@@ -9,7 +9,15 @@ import soundfile as sf
 import torch
 
 from seed_asr.data.audio import encode_flac
-from seed_asr.data.pipeline import Augmenter, Collator, DurationFilter, Skipped, Utterance, decode_sample, expand_shards
+from seed_asr.data.pipeline import (
+    Augmenter,
+    Collator,
+    DurationFilter,
+    Skipped,
+    Utterance,
+    decode_sample,
+    expand_shards,
+)
 
 
 def encoded(wave: np.ndarray, sr: int, fmt: str = "FLAC") -> bytes:
@@ -57,8 +65,9 @@ def test_duration_filter_names_the_reason():
 def test_speed_perturbation_and_noise_snr():
     wave = np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
     rng = np.random.default_rng(0)
-    for factor in (0.9, 1.1):
-        assert Augmenter(speed_factors=[factor]).augment(wave, rng).shape[0] == -(-16000 * 10 // round(10 * factor))  # resample_poly: ceil(S * up / down)
+    for factor in (0.9, 1.1):  # resample_poly gives ceil(S * up / down) samples, up / down = 10 / (10 f)
+        expected = -(-16000 * 10 // round(10 * factor))
+        assert Augmenter(speed_factors=[factor]).augment(wave, rng).shape[0] == expected
     noisy = Augmenter(noise_prob=1.0, noise_snr_db=(10.0, 10.0)).augment(wave, rng)
     snr = 10 * np.log10(np.mean(wave**2) / np.mean((noisy - wave) ** 2))
     assert abs(snr - 10.0) < 0.5
