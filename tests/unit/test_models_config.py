@@ -39,11 +39,12 @@ def test_tiny_config_with_lora(tokenizer_dir):
     assert all("lora_" in n for n, p in model.llm.named_parameters() if p.requires_grad)
 
 
-def test_base_config_builds_on_the_meta_device(tokenizer_dir):
-    cfg = compose_model("base", tokenizer_dir)
-    assert cfg.encoder.d_model == 512 and cfg.converter.splice == 2  # tiny's values merged with base's
+@pytest.mark.parametrize(("name", "d_model", "millions"), [("small", 128, (4, 8)), ("base", 512, (150, 300))])
+def test_larger_configs_build_on_the_meta_device(tokenizer_dir, name, d_model, millions):
+    cfg = compose_model(name, tokenizer_dir)
+    assert cfg.encoder.d_model == d_model and cfg.converter.splice == 2  # tiny's values merged in
     with torch.device("meta"):
         model = instantiate(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    assert model.encoder_layer == 12 < len(model.encoder.blocks) == 16
-    assert 150e6 < n_params < 300e6, n_params
+    assert millions[0] * 1e6 < n_params < millions[1] * 1e6, n_params
+    assert model.encoder_layer == -1 or model.encoder_layer < len(model.encoder.blocks)
