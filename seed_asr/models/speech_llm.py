@@ -259,15 +259,18 @@ class SpeechLLM(nn.Module):
             zero_infinity=True,
         )
 
-    def prefix(self, batch: Mapping, use_context: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded decoding prefix: (B, P, H) embeddings and (B, P) attention mask.
+    def prefix(
+        self, batch: Mapping, use_context: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded decoding prefix: (B, P, H) embeddings, (B, P) attention mask, and the (B,)
+        caps on new tokens from each utterance's duration (`max_new_tokens`).
 
         Generation continues from position P - 1 of every row; position ids are
         `attention_mask.cumsum(-1) - 1` (clamped at 0), as in `build_inputs`.
         """
         audio_embeds, audio_lens, _ = self.encode_audio(batch["feats"], batch["feat_lens"])
         inputs = self.build_inputs(audio_embeds, audio_lens, None, self._contexts(batch, use_context))
-        return inputs.inputs_embeds, inputs.attention_mask
+        return inputs.inputs_embeds, inputs.attention_mask, self.max_new_tokens(audio_lens)
 
     def score(
         self,

@@ -44,7 +44,8 @@ def test_decoding_prefix_is_left_padded_and_equals_the_training_prompt(model):
     batch = make_batch(TEXTS, FRAMES, CONTEXTS)
     embeds, lens, _ = audio(model, batch)
     train = model.build_inputs(embeds, lens, TEXTS, CONTEXTS)
-    prefix, mask = model.prefix(batch, use_context=True)
+    prefix, mask, caps = model.prefix(batch, use_context=True)
+    assert torch.equal(caps, model.max_new_tokens(lens))
     marker = model.llm.get_input_embeddings()(torch.tensor(model.prompt.encode("<|transcript|>")))
     for i in range(3):
         n = int(mask[i].sum())
@@ -56,11 +57,11 @@ def test_decoding_prefix_is_left_padded_and_equals_the_training_prompt(model):
 
 def test_prefix_next_token_logits_do_not_depend_on_padding(model):
     batch = make_batch(TEXTS, FRAMES, CONTEXTS)
-    prefix, mask = model.prefix(batch, use_context=True)
+    prefix, mask, _ = model.prefix(batch, use_context=True)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model.llm(inputs_embeds=prefix, attention_mask=mask, position_ids=positions).logits[:, -1]
     for i in range(3):
-        p1, m1 = model.prefix(take(batch, i), use_context=True)
+        p1, m1, _ = model.prefix(take(batch, i), use_context=True)
         alone = model.llm(inputs_embeds=p1, attention_mask=m1).logits[0, -1]
         torch.testing.assert_close(logits[i], alone, atol=1e-4, rtol=1e-4)
 
@@ -92,7 +93,7 @@ def test_score_equals_a_hand_computed_sum_of_log_softmax(model):
     assert scores.shape == (2, 2) and scores.requires_grad
     table = model.llm.get_input_embeddings()
     for i in range(2):
-        prefix, _ = model.prefix(take(batch, i), use_context=True)
+        prefix, _, _ = model.prefix(take(batch, i), use_context=True)
         for j, hyp in enumerate(hyps[i]):
             target = hyp + [tok.eos_token_id]
             x = torch.cat([prefix, table(torch.tensor([target]))], dim=1)
