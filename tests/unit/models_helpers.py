@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 
+import pytest
 import torch
 
 from seed_asr.data.prompts import PromptBuilder
@@ -24,6 +26,19 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run each test on one intra-op thread (imported by the test modules, hence autouse there).
+
+    On a shared 2-core machine, two spinning intra-op threads per process made a tiny training step
+    10-50x slower than one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_tokenizer(kind: str = "char", vocab_size: int = 400):
     return train_tokenizer(CORPUS * 3, vocab_size=vocab_size, kind=kind)
 
@@ -38,7 +53,9 @@ def tiny_speech_llm(tokenizer=None, **kwargs) -> SpeechLLM:
         encoder=tiny_encoder(),
         converter=partial(Converter, splice=2, hidden_dim=64),
         tokenizer=tokenizer or tiny_tokenizer(),
-        llm=partial(build_qwen2, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64),
+        llm=partial(
+            build_qwen2, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64
+        ),
         prompt=partial(PromptBuilder, max_context_tokens=32),
     )
     return SpeechLLM(**(opts | kwargs))

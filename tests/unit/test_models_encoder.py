@@ -1,6 +1,6 @@
 import pytest
 import torch
-from models_helpers import tiny_encoder
+from models_helpers import one_torch_thread, tiny_encoder  # noqa: F401
 from transformers import WhisperConfig, WhisperModel
 
 from seed_asr.models.encoder import ConformerEncoder
@@ -28,7 +28,9 @@ def test_padding_does_not_change_a_samples_output():
         alone = enc(feats[i : i + 1, :n], lens[i : i + 1], output_hidden_states=True)
         t = int(alone.lens)
         torch.testing.assert_close(out.hidden[i, :t], alone.hidden[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(out.hidden_states[0][i, :t], alone.hidden_states[0][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out.hidden_states[0][i, :t], alone.hidden_states[0][0], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_hidden_states_are_block_outputs():
@@ -71,8 +73,8 @@ def test_bad_inputs_are_named():
 def test_hf_whisper_encoder_from_a_local_folder(tmp_path):
     config = WhisperConfig(
         num_mel_bins=80, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64, max_source_positions=50, vocab_size=100,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64, max_source_positions=50,
+        vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
     )  # fmt: skip
     whisper = WhisperModel(config).eval()
     whisper.save_pretrained(tmp_path)
