@@ -1,0 +1,110 @@
+"""Speaker variety of the built-in corpus: espeak-ng voices (accents), variants, rates and pitches."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from seed_asr.data.corpus.synth import Espeak
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker; its name is ``voice[+variant]/r<rate>/p<pitch>``."""
+
+    voice: str
+    variant: str
+    rate: int
+    pitch: int
+
+    @property
+    def espeak_voice(self) -> str:
+        """The name espeak-ng takes: "en-gb-scotland+f2"."""
+        return f"{self.voice}+{self.variant}" if self.variant else self.voice
+
+    @property
+    def name(self) -> str:
+        """"en-gb-scotland+f2/r160/p55"."""
+        return f"{self.espeak_voice}/r{self.rate}/p{self.pitch}"
+
+    @classmethod
+    def parse(cls, name: str) -> Speaker:
+        """Inverse of :attr:`name`."""
+        match = re.fullmatch(r"([^+/]+)(?:\+([^/]+))?/r(\d+)/p(\d+)", name)
+        if match is None:
+            raise ValueError(f"speaker {name!r} is not of the form voice[+variant]/r<rate>/p<pitch>")
+        voice, variant, rate, pitch = match.groups()
+        return cls(voice, variant or "", int(rate), int(pitch))
+
+
+@dataclass(frozen=True)
+class VoiceSpace:
+    """The speakers of one language: every combination of accent, variant, rate and pitch.
+
+    Attributes:
+        accents: espeak-ng voice names.
+        variants: espeak-ng variants; "" keeps the voice's own.
+        rates: inclusive (low, high) words per minute, drawn in steps of 5.
+        pitches: inclusive (low, high) espeak pitch (0..100), drawn in steps of 5.
+    """
+
+    accents: tuple[str, ...]
+    variants: tuple[str, ...]
+    rates: tuple[int, int]
+    pitches: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        for field in fields(self):  # Hydra hands lists; keep the dataclass hashable and immutable
+            object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
+        if not self.accents or not self.variants:
+            raise ValueError(f"VoiceSpace needs at least one accent and one variant, got {self}")
+        for label, (low, high), (least, most) in (
+            ("rates", self.rates, (80, 450)),
+            ("pitches", self.pitches, (0, 100)),
+        ):
+            if not least <= low <= high <= most:
+                raise ValueError(f"VoiceSpace {label} must satisfy {least} <= low <= high <= {most}, "
+                                 f"got {(low, high)}")
+
+    def sample(self, rng: random.Random) -> Speaker:
+        return Speaker(
+            voice=rng.choice(self.accents),
+            variant=rng.choice(self.variants),
+            rate=rng.randrange(self.rates[0], self.rates[1] + 1, 5),
+            pitch=rng.randrange(self.pitches[0], self.pitches[1] + 1, 5),
+        )
+
+    def check(self, engine: Espeak) -> None:
+        """Raise ValueError naming the first accent or variant espeak-ng does not know."""
+        for accent in self.accents:
+            engine.check_voice(accent)
+        for variant in filter(None, self.variants):
+            engine.check_voice(f"{self.accents[0]}+{variant}")
+
+
+_MALE = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+_FEMALE = ("f1", "f2", "f3", "f4")
+
+#: Default speakers per language.
+DEFAULT_VOICES: Mapping[str, VoiceSpace] = {
+    "en": VoiceSpace(
+        accents=("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                 "en-029", "en-us-nyc"),
+        variants=("", *_MALE, *_FEMALE),
+        rates=(130, 210),
+        pitches=(30, 70),
+    ),
+    # cmn-latn-pinyin reads Chinese characters as Mandarin (plain "cmn" reads them as English pinyin).
+    "zh": VoiceSpace(accents=("cmn-latn-pinyin",), variants=("", *_MALE, *_FEMALE), rates=(120, 190),
+                     pitches=(30, 70)),
+}
+
+
+def voice_spaces(overrides: Mapping[str, VoiceSpace | Mapping] | None = None) -> dict[str, VoiceSpace]:
+    """:data:`DEFAULT_VOICES` with per-language ``overrides`` (VoiceSpace or its keyword arguments)."""
+    spaces = dict(DEFAULT_VOICES)
+    for lang, space in (overrides or {}).items():
+        spaces[lang] = space if isinstance(space, VoiceSpace) else VoiceSpace(**space)
+    return spaces
