@@ -51,12 +51,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             ):
                 keywords = (meta.get("context") or {}).get("entities", ())
                 acc.update(hyp, ref, meta, keywords=keywords)
-                record = {"key": meta.get("__key__"), "lang": meta.get("lang"), "domain": meta.get("domain")}
+                record = {k: meta.get(k) for k in ("__key__", "lang", "domain", "speaker")}
                 hyp_file.write(json.dumps({**record, "ref": ref, "hyp": hyp}, ensure_ascii=False) + "\n")
     metrics = acc.compute()
-    results = {"ckpt": str(cfg.ckpt), "shards": OmegaConf.to_object(shards) if OmegaConf.is_config(shards)
-               else shards, "decoding": OmegaConf.to_container(cfg.decoding), "use_context": cfg.use_context,
-               "metrics": metrics}
+    results = {
+        "ckpt": str(cfg.ckpt),
+        "shards": OmegaConf.to_object(shards) if OmegaConf.is_config(shards) else shards,
+        "decoding": OmegaConf.to_container(cfg.decoding),
+        "use_context": cfg.use_context,
+        "metrics": metrics,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     log.info("WER %.4f on %d utterances -> %s", metrics["wer"], metrics["num_utts"], out / "results.json")
     return metrics

@@ -1,0 +1,154 @@
+"""The demo's report: markdown + PNG plots from the runs' CSV logs and evaluation results."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from seed_asr.metrics.wer import WERAccumulator  # noqa: E402
+
+
+def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``csv/metrics.csv`` of a run as {metric: [(step, value), ...]}."""
+    path = run_dir / "csv" / "metrics.csv"
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    if not path.exists():
+        return series
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    series[key].append((int(row["step"]), float(value)))
+    return series
+
+
+def accent_breakdown(hyps_file: Path) -> dict[str, float]:
+    """Error rate per voice (the speaker string up to its variant, e.g. ``en-gb-scotland``)."""
+    acc = WERAccumulator(group_by=("accent",))
+    for line in hyps_file.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        accent = str(row.get("speaker") or "").split("+")[0].split("/")[0]
+        acc.update(row["hyp"], row["ref"], {"lang": row.get("lang"), "accent": accent})
+    return {k.removeprefix("wer/accent/"): v for k, v in acc.compute().items() if k.startswith("wer/accent/")}
+
+
+def _plot_losses(out: Path, runs: list[str]) -> Path:
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        series = read_metrics(out / run)
+        for key in ("train/loss", "val/loss"):
+            if series.get(key):
+                steps, values = zip(*series[key], strict=True)
+                ax.plot(steps, values, label=key, marker="o" if key.startswith("val") else None)
+        ax.set_title(run)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    path = out / "loss_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_bars(path: Path, values: dict[str, float], title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(values) + 2), 3))
+    ax.bar(list(values), [100 * v for v in values.values()])
+    ax.set_ylabel("error rate (%)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def write_report(out: Path, timings: list[dict], evals: dict[str, dict], total_seconds: float) -> Path:
+    """Write ``report.md`` (+ PNGs) into ``out`` and return its path."""
+    train_runs = [t["run"] for t in timings if "stage" in t]
+    _plot_losses(out, train_runs)
+    lines = [
+        "# seed-asr demo report",
+        "",
+        f"Total wall time: {total_seconds / 60:.1f} min.",
+        "",
+        "## Runs",
+        "",
+        "| run | stage | steps | minutes |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t['run']} | {t.get('stage', '-')} | {t.get('steps', '-')} | {t['seconds'] / 60:.1f} |"
+        for t in timings
+    ]
+    lines += [
+        "",
+        "![loss curves](loss_curves.png)",
+        "",
+        "## Test split (WER: English, Whisper normaliser; CER: Mandarin characters)",
+        "",
+        "| model | WER all | WER en | CER zh | utterances |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in evals.items():
+        m = result["metrics"]
+        lines.append(
+            f"| {name} | {_pct(m.get('wer'))} | {_pct(m.get('wer/en'))} | {_pct(m.get('cer/zh'))} "
+            f"| {m.get('num_utts')} |"
+        )
+    final = evals.get("sft")
+    if final:
+        domains = {
+            k.removeprefix("wer/domain/"): v
+            for k, v in final["metrics"].items()
+            if k.startswith("wer/domain/")
+        }
+        _plot_bars(out / "wer_per_domain.png", domains, "sft: error rate per domain")
+        hyps = Path(final.get("hyps_file") or out / "eval_sft" / "hyps.jsonl")
+        accents = accent_breakdown(hyps)
+        _plot_bars(out / "wer_per_voice.png", accents, "sft: error rate per voice")
+        lines += [
+            "",
+            "![per domain](wer_per_domain.png) ![per voice](wer_per_voice.png)",
+            "",
+            "| domain | error rate |",
+            "|---|---|",
+        ]
+        lines += [f"| {d} | {_pct(v)} |" for d, v in domains.items()]
+        lines += ["", "| voice | error rate |", "|---|---|"] + [
+            f"| {a} | {_pct(v)} |" for a, v in accents.items()
+        ]
+        lines += ["", "### Sample transcripts (sft, test)", "", "| reference | hypothesis |", "|---|---|"]
+        for line in hyps.read_text(encoding="utf-8").splitlines()[:10]:
+            row = json.loads(line)
+            lines.append(f"| {row['ref']} | {row['hyp']} |")
+    if "sft_ssl_encoder" in evals and "sft_random_encoder" in evals:
+        ssl_m, rnd_m = evals["sft_ssl_encoder"]["metrics"], evals["sft_random_encoder"]["metrics"]
+        lines += [
+            "",
+            "## SFT from the SSL encoder vs a random encoder (same steps)",
+            "",
+            "| encoder init | WER all | WER en | CER zh |",
+            "|---|---|---|---|",
+            f"| SSL (LUISE/BEST-RQ) | {_pct(ssl_m.get('wer'))} | {_pct(ssl_m.get('wer/en'))} "
+            f"| {_pct(ssl_m.get('cer/zh'))} |",
+            f"| random | {_pct(rnd_m.get('wer'))} | {_pct(rnd_m.get('wer/en'))} "
+            f"| {_pct(rnd_m.get('cer/zh'))} |",
+        ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps({"timings": timings, "evals": evals}, indent=2, ensure_ascii=False)
+    )
+    return path
