@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from seed_asr.data.features import FeatureExtractor, Fbank
+from seed_asr.data.features import Fbank, FeatureExtractor
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, cmvn_from_dict, tokenizer_from_files
 from seed_asr.utils.params import load_state_from_checkpoint
