@@ -61,7 +61,7 @@ def test_nbest_matches_hf_generate(llm, early_stopping, length_penalty):
     expected_scores = out.sequences_scores.view(len(LENGTHS), BEAM)
     for utt, nbest in enumerate(result):
         assert [h.tokens for h in nbest] == expected_tokens[utt * BEAM : (utt + 1) * BEAM]
-        assert [h.score for h in nbest] == pytest.approx(expected_scores[utt].tolist(), abs=1e-5)
+        assert [h.score for h in nbest] == pytest.approx(expected_scores[utt].tolist(), rel=1e-6, abs=1e-5)
     lengths = {len(nbest[0].tokens) for nbest in result}
     assert len(lengths) > 1 and min(lengths) < 12, "the test needs hypotheses ending at several lengths"
 
