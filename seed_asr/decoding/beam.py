@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from seed_asr.decoding.repetition import RepetitionGuard
 from seed_asr.decoding.scorer import CausalLMScorer, Scorer, check_max_new_tokens
 
 EarlyStopping = bool | Literal["never"]
@@ -48,6 +49,54 @@ def _length_norm(lengths: list[int], length_penalty: float, device: torch.device
     return torch.tensor([n**length_penalty for n in lengths], dtype=torch.float32, device=device)
 
 
+def _gather_beams(values: Tensor, beam: Tensor) -> Tensor:
+    """Rows `beam (U, k)` of per-beam histories `values (U, k, T)`."""
+    return values.gather(1, beam[:, :, None].expand(-1, -1, values.shape[2]))
+
+
+class _Pools:
+    """Finished hypotheses of each utterance: the best k by score, with their count and worst score."""
+
+    def __init__(self, batch_size: int, k: int, device: torch.device) -> None:
+        self.k = k
+        self.hypotheses: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+        self.worst = torch.full((batch_size,), float("-inf"), device=device)
+        self.size = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def offer(self, utt: int, hypothesis: Hypothesis) -> None:
+        """Add `hypothesis` to utterance `utt`'s pool if it ranks among the best k."""
+        pool = sorted([*self.hypotheses[utt], hypothesis], key=lambda h: -h.score)[: self.k]
+        self.hypotheses[utt] = pool
+        self.worst[utt] = pool[-1].score
+        self.size[utt] = len(pool)
+
+
+def _finish_loops(
+    guard: RepetitionGuard,
+    run_tokens: Tensor,
+    run_cumulative: Tensor,
+    run_scores: Tensor,
+    live: Tensor,
+    pools: _Pools,
+    length_penalty: float,
+) -> None:
+    """Move running hypotheses that loop to their pool, without the last copy of the loop.
+
+    Args:
+        run_tokens: `(U, k, t)` running tokens.
+        run_cumulative: `(U, k, t)` summed log-probability after each token.
+        run_scores: `(U, k)` running scores; set to -inf (in place) for the looping hypotheses.
+    """
+    n_live, k, t = run_tokens.shape
+    period = guard.loop_period(run_tokens.reshape(n_live * k, t)).view(n_live, k)
+    for u, j in ((period > 0) & run_scores.isfinite()).nonzero().tolist():
+        kept = t - int(period[u, j])
+        logprob = float(run_cumulative[u, j, kept - 1]) if kept else 0.0
+        score = logprob / max(kept, 1) ** length_penalty
+        pools.offer(int(live[u]), Hypothesis(run_tokens[u, j, :kept].tolist(), logprob, score))
+        run_scores[u, j] = float("-inf")
+
+
 def beam_search_with_scorer(
     scorer: Scorer,
     batch_size: int,
@@ -58,6 +107,7 @@ def beam_search_with_scorer(
     nbest: int | None = None,
     length_penalty: float = 1.0,
     early_stopping: EarlyStopping = False,
+    repetition_guard: RepetitionGuard | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search over `batch_size` prefixes of a log-probability `scorer`.
 
@@ -70,6 +120,8 @@ def beam_search_with_scorer(
         nbest: hypotheses returned per utterance (<= k); None returns k.
         length_penalty: exponent of the length normalisation; 0 ranks by summed log-probability.
         early_stopping: True, False or "never", as in Hugging Face `generate` (see the module doc).
+        repetition_guard: a running hypothesis that loops joins the pool without the loop's last copy
+            (scored without eos); None turns it off (as `generate`).
 
     Returns:
         B lists of at most `nbest` hypotheses, best first.
@@ -92,9 +144,8 @@ def beam_search_with_scorer(
     run_scores = torch.full((batch_size, k), float("-inf"), device=device)
     run_scores[:, 0] = 0.0  # the k rows start identical: only the first one may expand
     run_tokens = torch.zeros(batch_size, k, 0, dtype=torch.long, device=device)
-    pools: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    pool_worst = torch.full((batch_size,), float("-inf"), device=device)
-    pool_size = torch.zeros(batch_size, dtype=torch.long, device=device)
+    run_cumulative = torch.zeros(batch_size, k, 0, device=device)  # logprob after each token
+    pools = _Pools(batch_size, k, device)
 
     for t in range(1, int(caps.max()) + 1):  # t: generated length including this step's token
         n_live = live.shape[0]
@@ -108,39 +159,40 @@ def beam_search_with_scorer(
         finishing = ends[:, :k] & top_scores[:, :k].isfinite()
         normalised = top_scores / (t**length_penalty)
         for u, j in finishing.nonzero().tolist():
-            utt = int(live[u])
             prefix = run_tokens[u, from_beam[u, j]].tolist()
             tokens = prefix if int(token[u, j]) == eos_id else [*prefix, int(token[u, j])]
-            pools[utt].append(Hypothesis(tokens, float(top_scores[u, j]), float(normalised[u, j])))
-            pools[utt] = sorted(pools[utt], key=lambda h: -h.score)[:k]
-            pool_worst[utt] = pools[utt][-1].score
-            pool_size[utt] = len(pools[utt])
+            pools.offer(int(live[u]), Hypothesis(tokens, float(top_scores[u, j]), float(normalised[u, j])))
 
         # The best k candidates that do not end run on.
         run_scores, pick = top_scores.masked_fill(ends, float("-inf")).topk(k, dim=1)
         beam = from_beam.gather(1, pick)
-        run_tokens = torch.cat(
-            [run_tokens.gather(1, beam[:, :, None].expand(-1, -1, t - 1)), token.gather(1, pick)[:, :, None]],
-            dim=2,
-        )
+        next_tokens = token.gather(1, pick)
+        run_tokens = torch.cat([_gather_beams(run_tokens, beam), next_tokens[:, :, None]], dim=2)
+        run_cumulative = torch.cat([_gather_beams(run_cumulative, beam), run_scores[:, :, None]], dim=2)
+        if repetition_guard is not None:
+            _finish_loops(
+                repetition_guard, run_tokens, run_cumulative, run_scores, live, pools, length_penalty
+            )
 
-        full = pool_size[live] >= k
+        full = pools.size[live] >= k
+        best_running = run_scores.max(dim=1).values
         if early_stopping is True:
             done = full
         else:
             exact_bound = early_stopping == "never" and length_penalty > 0
             horizon = caps[live].tolist() if exact_bound else [t] * n_live
-            best_possible = run_scores[:, 0] / _length_norm(horizon, length_penalty, device)
-            done = full & (best_possible <= pool_worst[live])
-        done = done | at_cap | run_scores[:, 0].isneginf()
+            best_possible = best_running / _length_norm(horizon, length_penalty, device)
+            done = full & (best_possible <= pools.worst[live])
+        done = done | at_cap | best_running.isneginf()
         if done.all():
             break
         keep = (~done).nonzero().squeeze(1)
         scorer.select((keep[:, None] * k + beam[keep]).flatten())
-        live, run_scores, run_tokens = live[keep], run_scores[keep], run_tokens[keep]
-        logp = scorer.step(token.gather(1, pick)[keep].flatten())
+        live, run_scores = live[keep], run_scores[keep]
+        run_tokens, run_cumulative = run_tokens[keep], run_cumulative[keep]
+        logp = scorer.step(next_tokens[keep].flatten())
 
-    return [pool[:nbest] for pool in pools]
+    return [pool[:nbest] for pool in pools.hypotheses]
 
 
 def beam_search(
@@ -154,6 +206,7 @@ def beam_search(
     nbest: int | None = None,
     length_penalty: float = 1.0,
     early_stopping: EarlyStopping = False,
+    repetition_guard: RepetitionGuard | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search of a Hugging Face causal LM from left-padded embedding prefixes.
 
@@ -167,6 +220,7 @@ def beam_search(
         nbest: hypotheses returned per utterance (<= beam_size); None returns beam_size.
         length_penalty: exponent of the length normalisation (`generate`'s default 1.0).
         early_stopping: True, False or "never", as in `generate`.
+        repetition_guard: stops looping hypotheses (see `beam_search_with_scorer`); None turns it off.
 
     Returns:
         B lists of at most `nbest` hypotheses, best first.
@@ -180,4 +234,5 @@ def beam_search(
         nbest=nbest,
         length_penalty=length_penalty,
         early_stopping=early_stopping,
+        repetition_guard=repetition_guard,
     )

@@ -18,7 +18,7 @@ class DecodeResult:
 
     Attributes:
         tokens: B token lists, without the end-of-sequence token.
-        scores: `(B,)` float32 summed log-probabilities of the chosen tokens (eos included when chosen).
+        scores: `(B,)` float32 summed log-probabilities of the returned tokens (and of eos when chosen).
         stop_reasons: B of "eos", "length" (hit max_new_tokens) or "repeat" (repetition guard).
     """
 
@@ -50,13 +50,13 @@ def greedy_search(
     caps = check_max_new_tokens(max_new_tokens, batch_size, first.device)
     generated = torch.zeros(batch_size, int(caps.max()), dtype=torch.long, device=first.device)
     lengths = torch.zeros(batch_size, dtype=torch.long, device=first.device)
-    scores = torch.zeros(batch_size, dtype=torch.float32, device=first.device)
+    token_logprobs = torch.zeros(generated.shape, dtype=torch.float32, device=first.device)
     reasons = ["length"] * batch_size
     live = torch.arange(batch_size, device=first.device)  # utterance of each scorer row
     step_scores = first
     for t in range(generated.shape[1]):
         choice = step_scores.argmax(dim=-1)
-        scores[live] += step_scores.log_softmax(dim=-1).gather(1, choice[:, None]).squeeze(1)
+        token_logprobs[live, t] = step_scores.log_softmax(dim=-1).gather(1, choice[:, None]).squeeze(1)
         generated[live, t] = choice
         is_eos = choice == eos_id
         lengths[live] = t + 1 - is_eos.long()
@@ -78,6 +78,9 @@ def greedy_search(
             live, choice = live[keep], choice[keep]
         step_scores = scorer.step(choice)
     tokens = [generated[i, : lengths[i]].tolist() for i in range(batch_size)]
+    scored = lengths + torch.tensor([r == "eos" for r in reasons], device=lengths.device)
+    scored_positions = torch.arange(generated.shape[1], device=lengths.device) < scored[:, None]
+    scores = (token_logprobs * scored_positions).sum(dim=1)
     return DecodeResult(tokens=tokens, scores=scores, stop_reasons=reasons)
 
 

@@ -72,7 +72,8 @@ class CausalLMScorer:
 
     Args:
         llm: any Hugging Face causal LM that takes `inputs_embeds`, `attention_mask`, `position_ids`
-            and `cache` and returns `logits` and `cache`.
+            and a KV cache (`cache`, or `past_key_values` before transformers 5.2x) and returns
+            `logits` and the cache under the same name.
         prefix_embeds: `(B, P, H)` prefix embeddings, left padded.
         prefix_mask: `(B, P)` 1 on valid prefix positions.
         log_probs: return log-softmax scores (float32, as `generate`'s beam search); False returns raw
@@ -90,9 +91,11 @@ class CausalLMScorer:
         self._next_position = self._mask.sum(dim=1)
         self._cache = None
         self._log_probs = log_probs
-        # Only the last position's logits are needed; models that support it skip the rest of the prefix.
         accepts = inspect.signature(llm.forward).parameters
+        # Only the last position's logits are needed; models that support it skip the rest of the prefix.
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        # transformers >= 5.2x names the KV cache `cache` (input and output); earlier `past_key_values`.
+        self._cache_name = "cache" if "cache" in accepts else "past_key_values"
 
     @property
     def batch_size(self) -> int:
@@ -114,7 +117,7 @@ class CausalLMScorer:
             use_cache=True,
             **self._last_only,
         )
-        self._cache = out.cache
+        self._cache = out[self._cache_name]
         return self._scores(out.logits)
 
     @torch.no_grad()
@@ -127,11 +130,11 @@ class CausalLMScorer:
             input_ids=tokens[:, None],
             attention_mask=self._mask,
             position_ids=self._next_position[:, None],
-            cache=self._cache,
             use_cache=True,
+            **{self._cache_name: self._cache},
         )
         self._next_position = self._next_position + 1
-        self._cache = out.cache
+        self._cache = out[self._cache_name]
         return self._scores(out.logits)
 
     def select(self, rows: Tensor) -> None:

@@ -61,3 +61,29 @@ def sequence_logprobs(llm: Qwen2ForCausalLM, prefix: Tensor, sequences: list[lis
     logp = llm(inputs_embeds=embeds).logits.float().log_softmax(-1)[:, prefix.shape[0] - 1 : -1]
     token_logp = logp.gather(2, ids[:, :, None]).squeeze(2)
     return [float(token_logp[row, : len(seq)].sum()) for row, seq in enumerate(sequences)]
+
+
+def loop_model(eos_id: int, vocab: int = 16, hidden: int = 32) -> Qwen2ForCausalLM:
+    """A Qwen2 whose next token is succ(current token): 2->3->4->2 loops, 6->6 loops, 9->eos, else ->2.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the current token's embedding;
+    embeddings are orthogonal with RMS 1 and the output rows map each token to its successor.
+    """
+    llm = tiny_qwen2(vocab=vocab, hidden=hidden, layers=1)
+    succ = {t: 2 for t in range(vocab)} | {2: 3, 3: 4, 4: 2, 6: 6, 9: eos_id}
+    with torch.no_grad():
+        for layer in llm.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        basis = torch.linalg.qr(torch.randn(hidden, hidden))[0][:vocab] * hidden**0.5
+        llm.model.embed_tokens.weight.copy_(basis)
+        llm.lm_head.weight.zero_()
+        for token, nxt in succ.items():
+            llm.lm_head.weight[nxt] += basis[token] / hidden * 10.0
+    return llm
+
+
+def token_prefix(llm: Qwen2ForCausalLM, last_tokens: list[int]) -> tuple[Tensor, Tensor]:
+    """One-position prefixes holding the embeddings of `last_tokens`."""
+    embeds = llm.get_input_embeddings()(torch.tensor(last_tokens))[:, None, :].detach()
+    return embeds, torch.ones(len(last_tokens), 1, dtype=torch.long)

@@ -2,9 +2,17 @@ import itertools
 
 import pytest
 import torch
-from decoding_helpers import boost_token, cut_at_eos, left_padded_prefix, sequence_logprobs, tiny_qwen2
+from decoding_helpers import (
+    boost_token,
+    cut_at_eos,
+    left_padded_prefix,
+    loop_model,
+    sequence_logprobs,
+    tiny_qwen2,
+    token_prefix,
+)
 
-from seed_asr.decoding import beam_search
+from seed_asr.decoding import RepetitionGuard, beam_search
 
 EOS = 5
 LENGTHS = [3, 12, 7, 1, 12]
@@ -53,7 +61,7 @@ def test_nbest_matches_hf_generate(llm, early_stopping, length_penalty):
     expected_scores = out.sequences_scores.view(len(LENGTHS), BEAM)
     for utt, nbest in enumerate(result):
         assert [h.tokens for h in nbest] == expected_tokens[utt * BEAM : (utt + 1) * BEAM]
-        assert [h.score for h in nbest] == pytest.approx(expected_scores[utt].tolist(), abs=1e-5)
+        assert [h.score for h in nbest] == pytest.approx(expected_scores[utt].tolist(), rel=1e-6, abs=1e-5)
     lengths = {len(nbest[0].tokens) for nbest in result}
     assert len(lengths) > 1 and min(lengths) < 12, "the test needs hypotheses ending at several lengths"
 
@@ -120,6 +128,21 @@ def test_wide_beam_finds_the_exhaustive_nbest(early_stopping, length_penalty):
         scored.sort(key=lambda s: -s[0])
         assert [h.tokens for h in result[utt]] == [tokens for _, tokens in scored[:10]]
         assert [h.score for h in result[utt]] == pytest.approx([s for s, _ in scored[:10]], abs=1e-4)
+
+
+def test_repetition_guard_finishes_looping_beams():
+    llm = loop_model(EOS)
+    embeds, mask = token_prefix(llm, [10, 6])
+    unguarded = beam_search(llm, embeds, mask, EOS, max_new_tokens=20, beam_size=3)
+    assert [nbest[0].tokens for nbest in unguarded] == [[2, 3, 4] * 6 + [2, 3], [6] * 20]
+
+    guard = RepetitionGuard(max_ngram=3, max_repeats=2)
+    guarded = beam_search(llm, embeds, mask, EOS, max_new_tokens=20, beam_size=3, repetition_guard=guard)
+    assert [nbest[0].tokens for nbest in guarded] == [[2, 3, 4, 2, 3, 4], [6, 6]]
+    for utt, nbest in enumerate(guarded):
+        best = nbest[0]  # scored over the kept tokens, without eos
+        assert best.logprob == pytest.approx(sequence_logprobs(llm, embeds[utt], [best.tokens])[0], abs=1e-4)
+        assert best.score == pytest.approx(best.logprob / len(best.tokens), abs=1e-6)
 
 
 def test_bad_beam_settings_raise(llm):

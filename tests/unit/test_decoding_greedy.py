@@ -1,6 +1,14 @@
 import pytest
 import torch
-from decoding_helpers import boost_token, cut_at_eos, left_padded_prefix, sequence_logprobs, tiny_qwen2
+from decoding_helpers import (
+    boost_token,
+    cut_at_eos,
+    left_padded_prefix,
+    loop_model,
+    sequence_logprobs,
+    tiny_qwen2,
+    token_prefix,
+)
 
 from seed_asr.decoding import RepetitionGuard, greedy_decode
 
@@ -56,33 +64,8 @@ def test_per_utterance_caps_cut_each_row(llm):
     assert result.tokens == [row[:cap] for row, cap in zip(expected, caps.tolist(), strict=True)]
 
 
-def loop_model(vocab: int = 16, hidden: int = 32):
-    """A Qwen2 whose next token is succ(current token): 2->3->4->2 loops, 6->6 loops, 9->eos, else ->2.
-
-    Attention and MLP outputs are zeroed, so the last hidden state is the current token's embedding;
-    embeddings are orthogonal with RMS 1 and the output rows map each token to its successor.
-    """
-    llm = tiny_qwen2(vocab=vocab, hidden=hidden, layers=1)
-    succ = {t: 2 for t in range(vocab)} | {2: 3, 3: 4, 4: 2, 6: 6, 9: EOS}
-    with torch.no_grad():
-        for layer in llm.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        basis = torch.linalg.qr(torch.randn(hidden, hidden))[0][:vocab] * hidden**0.5
-        llm.model.embed_tokens.weight.copy_(basis)
-        llm.lm_head.weight.zero_()
-        for token, nxt in succ.items():
-            llm.lm_head.weight[nxt] += basis[token] / hidden * 10.0
-    return llm
-
-
-def token_prefix(llm, last_tokens):
-    embeds = llm.get_input_embeddings()(torch.tensor(last_tokens))[:, None, :].detach()
-    return embeds, torch.ones(len(last_tokens), 1, dtype=torch.long)
-
-
 def test_repetition_guard_stops_forced_loops():
-    llm = loop_model()
+    llm = loop_model(EOS)
     embeds, mask = token_prefix(llm, [10, 6, 9])
     unguarded = greedy_decode(llm, embeds, mask, EOS, 20)
     assert unguarded.tokens == [[2, 3, 4] * 6 + [2, 3], [6] * 20, []]
@@ -91,10 +74,13 @@ def test_repetition_guard_stops_forced_loops():
     guarded = greedy_decode(llm, embeds, mask, EOS, 20, RepetitionGuard(max_ngram=3, max_repeats=2))
     assert guarded.tokens == [[2, 3, 4, 2, 3, 4], [6, 6], []]
     assert guarded.stop_reasons == ["repeat", "repeat", "eos"]
+    kept = [[2, 3, 4, 2, 3, 4], [6, 6], [EOS]]
+    references = [sequence_logprobs(llm, embeds[row], [seq])[0] for row, seq in enumerate(kept)]
+    assert guarded.scores.tolist() == pytest.approx(references, abs=1e-4)
 
 
 def test_repetition_guard_ignores_loops_longer_than_max_ngram():
-    llm = loop_model()
+    llm = loop_model(EOS)
     embeds, mask = token_prefix(llm, [10])
     result = greedy_decode(llm, embeds, mask, EOS, 20, RepetitionGuard(max_ngram=2, max_repeats=2))
     assert result.stop_reasons == ["length"] and len(result.tokens[0]) == 20
