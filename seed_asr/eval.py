@@ -49,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             for hyp, ref, meta in zip(
                 transcripts(loaded.model, batch, decoding), batch["texts"], batch["metas"], strict=True
             ):
-                keywords = (meta.get("context") or {}).get("entities", ())
+                keywords = (meta.get("context") or {}).get("keywords", ())
                 acc.update(hyp, ref, meta, keywords=keywords)
                 record = {k: meta.get(k) for k in ("__key__", "lang", "domain", "speaker")}
                 hyp_file.write(json.dumps({**record, "ref": ref, "hyp": hyp}, ensure_ascii=False) + "\n")

@@ -56,6 +56,11 @@ def recognize(model, batch: Mapping, cfg: DecodingConfig) -> list[list[Hypothesi
     """
     prefix_embeds, prefix_mask, max_new = model.prefix(batch, use_context=cfg.use_context)
     eos = model.tokenizer.eos_token_id
+    guard = (
+        RepetitionGuard(cfg.repetition_max_ngram, cfg.repetition_max_repeats)
+        if cfg.repetition_max_ngram > 0
+        else None
+    )
     if cfg.method == "beam":
         return beam_search(
             model.base_llm,
@@ -66,12 +71,8 @@ def recognize(model, batch: Mapping, cfg: DecodingConfig) -> list[list[Hypothesi
             beam_size=cfg.beam_size,
             nbest=cfg.nbest,
             length_penalty=cfg.length_penalty,
+            repetition_guard=guard,
         )
-    guard = (
-        RepetitionGuard(cfg.repetition_max_ngram, cfg.repetition_max_repeats)
-        if cfg.repetition_max_ngram > 0
-        else None
-    )
     result = greedy_decode(model.base_llm, prefix_embeds, prefix_mask, eos, max_new, guard)
     return [
         [Hypothesis(tokens=t, logprob=float(s), score=float(s))]

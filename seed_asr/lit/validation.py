@@ -34,7 +34,7 @@ class TranscriptCollector:
         """WER/CER overall and per language / domain over all ranks' rows."""
         acc = WERAccumulator(group_by=("domain",))
         for hyp, ref, meta in self.gather():
-            acc.update(hyp, ref, meta, keywords=(meta.get("context") or {}).get("entities", ()))
+            acc.update(hyp, ref, meta, keywords=(meta.get("context") or {}).get("keywords", ()))
         return {k: float(v) for k, v in acc.compute().items() if isinstance(v, (int, float))}
 
     def log_samples(self, loggers: list[Logger], split: str, step: int) -> None:
