@@ -187,10 +187,8 @@ _SKINNY_CONFIGS = [
     for bn, bk, sk, w, st in [
         (64, 64, 1, 4, 4),
         (128, 64, 4, 4, 3),
-        (128, 128, 4, 4, 3),
         (256, 64, 8, 8, 3),
-        (64, 128, 8, 4, 3),
-        (128, 64, 16, 4, 3),
+        (128, 128, 8, 4, 3),
     ]
 ]
 _GEMM_CONFIGS = [
@@ -199,7 +197,6 @@ _GEMM_CONFIGS = [
         (128, 128, 64, 8, 3),
         (128, 256, 64, 8, 3),
         (64, 128, 64, 4, 4),
-        (256, 128, 64, 8, 3),
     ]
 ]
 _PRUNE = {"early_config_prune": _fit_block_k}
@@ -211,6 +208,14 @@ _gemm_autotuned = triton.autotune(
     _GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP_SIZE"], prune_configs_by=_PRUNE,
     do_bench=_short_bench,
 )(_gemm_kernel)  # fmt: skip
+
+
+def _interpreter_config(skinny: bool, group_size: int) -> dict:
+    """Fixed large blocks for the interpreter, which cannot autotune (no device to time on)."""
+    block_k = 64 if group_size == -1 else min(64, group_size)
+    if skinny:
+        return {"BLOCK_N": 64, "BLOCK_K": block_k, "SPLIT_K": 2}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": block_k, "GROUP_M": 4}
 
 
 def _skinny_block_m(m: int) -> int:
@@ -238,7 +243,7 @@ def dequant_matmul_triton(
         group_size: -1 or a power of two >= 16.
         bias: optional (N,).
         path: "auto" (skinny for M <= 64, else gemm), "skinny" or "gemm".
-        config: fixed meta-parameters instead of autotuning: ``BLOCK_N, BLOCK_K, SPLIT_K`` (skinny) or
+        config: fixed meta-parameters instead of autotuning (off-GPU, fixed large blocks by default): ``BLOCK_N, BLOCK_K, SPLIT_K`` (skinny) or
             ``BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M`` (gemm), plus optional ``num_warps``, ``num_stages``.
 
     Returns:
@@ -272,6 +277,8 @@ def dequant_matmul_triton(
     if config is not None and group_size != -1 and config["BLOCK_K"] > group_size:
         raise ValueError(f"config BLOCK_K={config['BLOCK_K']} exceeds group_size={group_size}")
     use_skinny = path == "skinny" or (path == "auto" and m <= SKINNY_MAX_M)
+    if config is None and not on_gpu:
+        config = _interpreter_config(use_skinny, group_size)
     if use_skinny:
         block_m = _skinny_block_m(m)
         grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"], triton.cdiv(m, block_m))
