@@ -243,8 +243,9 @@ def dequant_matmul_triton(
         group_size: -1 or a power of two >= 16.
         bias: optional (N,).
         path: "auto" (skinny for M <= 64, else gemm), "skinny" or "gemm".
-        config: fixed meta-parameters instead of autotuning (off-GPU, fixed large blocks by default): ``BLOCK_N, BLOCK_K, SPLIT_K`` (skinny) or
-            ``BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M`` (gemm), plus optional ``num_warps``, ``num_stages``.
+        config: fixed meta-parameters instead of autotuning (off-GPU: fixed large blocks by default):
+            ``BLOCK_N, BLOCK_K, SPLIT_K`` (skinny) or ``BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M`` (gemm), plus
+            optional ``num_warps``, ``num_stages``.
 
     Returns:
         (..., N) in x's dtype.

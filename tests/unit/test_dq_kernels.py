@@ -46,7 +46,8 @@ def _operands(n: int, k: int, bits: int, group: int, dtype: torch.dtype, seed: i
 
 
 def _check(x, packed, scale, zero, bits, group, bias, path) -> None:
-    y = dequant_matmul_triton(x, packed, scale, zero, bits, group, bias, path=path, config=_config(path, group))
+    y = dequant_matmul_triton(x, packed, scale, zero, bits, group, bias, path=path,
+                              config=_config(path, group))  # fmt: skip
     f32 = (lambda t: None if t is None else t.float())
     ref = dequant_matmul_reference(f32(x), packed, f32(scale), f32(zero), bits, group, f32(bias))
     assert y.dtype == x.dtype and y.shape == ref.shape
