@@ -35,23 +35,30 @@ PATHS = ("auto", "skinny", "gemm")
 
 
 @triton.jit
-def _load_plane(p_ptr, row0, offs_k, offs_n, mask, N, WIDTH: tl.constexpr):
-    """Unsigned codes (BLOCK_N, BLOCK_K) of one bit plane of width WIDTH (see decoupleq.packing)."""
+def _load_plane(p_ptr, row0, k0, offs_n, mask_n, K, N, WIDTH: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Unsigned codes (BLOCK_N, BLOCK_K) of columns k0.. of one bit plane (see decoupleq.packing).
+
+    Each int32 word is loaded once, as a (BLOCK_N, BLOCK_K / per_word) tile, and split in registers.
+    """
     PER_WORD: tl.constexpr = 32 // WIDTH
-    rows = row0 + offs_k // PER_WORD
-    shifts = (offs_k % PER_WORD) * WIDTH
+    WORDS: tl.constexpr = BLOCK_K // PER_WORD
+    offs_w = tl.arange(0, WORDS)
+    mask = mask_n[:, None] & (k0 + offs_w * PER_WORD < K)[None, :]
+    rows = row0 + k0 // PER_WORD + offs_w
     words = tl.load(p_ptr + rows[None, :] * N + offs_n[:, None], mask=mask, other=0)
-    return (words >> shifts[None, :]) & ((1 << WIDTH) - 1)
+    shifts = tl.arange(0, PER_WORD) * WIDTH
+    codes = (words[:, :, None] >> shifts[None, None, :]) & ((1 << WIDTH) - 1)  # (BLOCK_N, WORDS, PER_WORD)
+    return tl.reshape(codes, (codes.shape[0], BLOCK_K))
 
 
 @triton.jit
-def _load_codes(p_ptr, offs_k, offs_n, mask, N, K_PAD, BITS: tl.constexpr):
-    """Signed codes q (BLOCK_N, BLOCK_K) as int32."""
+def _load_codes(p_ptr, k0, offs_n, mask_n, K, N, K_PAD, BITS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Signed codes q (BLOCK_N, BLOCK_K) of columns k0.. as int32 (k0 and BLOCK_K multiples of 32)."""
     if BITS == 3:
-        u = _load_plane(p_ptr, 0, offs_k, offs_n, mask, N, 2)
-        u = u | (_load_plane(p_ptr, K_PAD // 16, offs_k, offs_n, mask, N, 1) << 2)
+        u = _load_plane(p_ptr, 0, k0, offs_n, mask_n, K, N, 2, BLOCK_K)
+        u = u | (_load_plane(p_ptr, K_PAD // 16, k0, offs_n, mask_n, K, N, 1, BLOCK_K) << 2)
     else:
-        u = _load_plane(p_ptr, 0, offs_k, offs_n, mask, N, BITS)
+        u = _load_plane(p_ptr, 0, k0, offs_n, mask_n, K, N, BITS, BLOCK_K)
     return u - (1 << (BITS - 1))
 
 
@@ -95,7 +102,7 @@ def _skinny_kernel(
         mask_k = offs_k < K
         x_t = tl.load(x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None],
                       mask=mask_k[:, None] & mask_m[None, :], other=0.0)  # fmt: skip
-        q = _load_codes(p_ptr, offs_k, offs_n, mask_k[None, :] & mask_n[:, None], N, K_PAD, BITS)
+        q = _load_codes(p_ptr, t * BLOCK_K, offs_n, mask_n, K, N, K_PAD, BITS, BLOCK_K)
         part = _dot(q.to(x_t.dtype), x_t, None, IEEE)  # (BLOCK_N, BLOCK_M), exact integer weights
         if GROUP_SIZE == -1:
             acc += part
@@ -143,7 +150,7 @@ def _gemm_kernel(
         mask_k = offs_k < K
         x_t = tl.load(x_ptr + offs_m[None, :] * stride_xm + offs_k[:, None],
                       mask=mask_k[:, None] & mask_m[None, :], other=0.0)  # fmt: skip
-        q = _load_codes(p_ptr, offs_k, offs_n, mask_k[None, :] & mask_n[:, None], N, K_PAD, BITS)
+        q = _load_codes(p_ptr, t * BLOCK_K, offs_n, mask_n, K, N, K_PAD, BITS, BLOCK_K)
         s, z = _load_scale_zero(s_ptr, z_ptr, t * BLOCK_K, offs_n, mask_n, stride_sn, stride_sg, GROUP_SIZE)
         w = (q.to(tl.float32) * s[:, None] + z[:, None]).to(x_t.dtype)
         acc = _dot(w, x_t, acc, IEEE)
@@ -240,7 +247,7 @@ def dequant_matmul_triton(
         packed: int32 (K_pad * bits / 32, N) from :func:`decoupleq.packing.pack`.
         scales, zeros: (N, G), any strides (column-major is fastest).
         bits: 2, 3, 4 or 8.
-        group_size: -1 or a power of two >= 16.
+        group_size: -1 or a power of two >= 32.
         bias: optional (N,).
         path: "auto" (skinny for M <= 64, else gemm), "skinny" or "gemm".
         config: fixed meta-parameters instead of autotuning (off-GPU: fixed large blocks by default):
@@ -251,8 +258,8 @@ def dequant_matmul_triton(
         (..., N) in x's dtype.
     """
     validate_operands(x, packed, scales, zeros, bits, group_size, bias)
-    if group_size != -1 and (group_size < 16 or group_size & (group_size - 1)):
-        raise ValueError(f"the Triton kernels need group_size -1 or a power of two >= 16, got {group_size}")
+    if group_size != -1 and (group_size < 32 or group_size & (group_size - 1)):
+        raise ValueError(f"the Triton kernels need group_size -1 or a power of two >= 32, got {group_size}")
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     out_dtype, k, n = x.dtype, x.shape[-1], packed.shape[1]
@@ -275,8 +282,8 @@ def dequant_matmul_triton(
             m, n, k, padded_k(k), x2.stride(0), scales.stride(0), scales.stride(1), y.stride(0))  # fmt: skip
     flags = {"BITS": bits, "GROUP_SIZE": group_size, "HAS_BIAS": bias is not None,
              "IEEE": x2.dtype == torch.float32}  # fmt: skip
-    if config is not None and group_size != -1 and config["BLOCK_K"] > group_size:
-        raise ValueError(f"config BLOCK_K={config['BLOCK_K']} exceeds group_size={group_size}")
+    if config is not None and (config["BLOCK_K"] < 32 or -1 < group_size < config["BLOCK_K"]):
+        raise ValueError(f"config BLOCK_K={config['BLOCK_K']} must be >= 32 and <= group_size={group_size}")
     use_skinny = path == "skinny" or (path == "auto" and m <= SKINNY_MAX_M)
     if config is None and not on_gpu:
         config = _interpreter_config(use_skinny, group_size)
