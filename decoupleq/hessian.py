@@ -45,6 +45,14 @@ class HessianAccumulator:
         return self._sum / self.num_tokens
 
 
+def check_hessian(h: torch.Tensor) -> None:
+    """Raise ValueError unless H is a finite square matrix."""
+    if h.dim() != 2 or h.shape[0] != h.shape[1]:
+        raise ValueError(f"H must be a square (K, K) matrix, got shape {tuple(h.shape)}")
+    if not torch.isfinite(h).all():
+        raise ValueError("H contains non-finite values (NaN/inf in the calibration activations?)")
+
+
 @dataclass
 class DampedFactor:
     """H with damping on its diagonal and the upper Cholesky factor U of its permuted inverse.
@@ -72,8 +80,7 @@ def damped_factor(h: torch.Tensor, damping: float, max_damping: float, act_order
         h: (K, K) symmetric positive semi-definite matrix.
         act_order: Factorise H in descending diag(H) order (for act-order rounding).
     """
-    if not torch.isfinite(h).all():
-        raise ValueError("H contains non-finite values (NaN/inf in the calibration activations?)")
+    check_hessian(h)
     h = h.to(torch.float64)
     mean_diag = float(h.diagonal().mean())
     base = mean_diag if mean_diag > 0 else 1.0

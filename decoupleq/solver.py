@@ -12,7 +12,7 @@ import torch
 
 from decoupleq.baselines import gptq_quantize, initial_grid, rtn_quantize
 from decoupleq.config import QuantConfig
-from decoupleq.hessian import HessianAccumulator, damped_factor
+from decoupleq.hessian import HessianAccumulator, check_hessian, damped_factor
 from decoupleq.quantizer import (
     QuantResult,
     build_result,
@@ -151,6 +151,7 @@ def quantize_layer(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> Qua
     if w.dim() != 2 or h.shape != (w.shape[1], w.shape[1]):
         raise ValueError(f"quantize_layer: need W (N, K) and H (K, K), got {tuple(w.shape)} and "
                          f"{tuple(h.shape)}")
+    check_hessian(h)
     config.check_layer("<weight>", w.shape[1])
     return _METHODS[config.method](w.detach(), h, config)
 
