@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-# |scale| below this is treated as this (keeps (W - zero) / scale finite after a degenerate float step).
+# Smallest |scale| kept: keeps (W - zero) / scale finite after a degenerate float step.
 _MIN_SCALE = 1e-12
 
 
@@ -49,18 +49,23 @@ def expand_groups(t: torch.Tensor, group_size: int, in_features: int) -> torch.T
     return t.repeat_interleave(group_width(in_features, group_size), dim=1)
 
 
+def safe_scale(scale: torch.Tensor) -> torch.Tensor:
+    """`scale` with entries of magnitude below 1e-12 replaced by 1e-12 (so codes stay finite)."""
+    return torch.where(scale.abs() < _MIN_SCALE, torch.full_like(scale, _MIN_SCALE), scale)
+
+
 def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, qmin: int, qmax: int
                    ) -> torch.Tensor:
     """Round-to-nearest codes of `w` on the grid scale * q + zero, clamped to [qmin, qmax].
 
     Args:
-        w: (..., K) weights; scale, zero: broadcastable to `w` (already expanded per column).
+        w: (..., K) weights; scale, zero: broadcastable to `w` (already expanded per column), with
+            |scale| >= 1e-12 (see `safe_scale`).
 
     Returns:
         Codes as a float tensor shaped like `w` (cast to int8 for storage).
     """
-    safe = torch.where(scale.abs() < _MIN_SCALE, torch.full_like(scale, _MIN_SCALE), scale)
-    return torch.clamp(torch.round((w - zero) / safe), qmin, qmax)
+    return torch.round((w - zero) / scale).clamp_(qmin, qmax)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:

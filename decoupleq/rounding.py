@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from decoupleq.hessian import DampedFactor
-from decoupleq.quantizer import expand_groups, group_width, quantize_codes
+from decoupleq.quantizer import expand_groups, group_width, quantize_codes, safe_scale
 
 GroupFit = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -42,7 +42,7 @@ def gptq_round(w: torch.Tensor, factor: DampedFactor, qmin: int, qmax: int, grou
     u = factor.inv_chol.to(device=w.device, dtype=dtype)
     wp = w.to(dtype)[:, perm].clone()
     scale, zero = scale.to(dtype).clone(), zero.to(dtype).clone()
-    s_cols = expand_groups(scale, group_size, k)[:, perm]
+    s_cols = safe_scale(expand_groups(scale, group_size, k)[:, perm])
     z_cols = expand_groups(zero, group_size, k)[:, perm]
     q = torch.zeros_like(wp)
     col_group = (perm // gs).tolist()
@@ -60,13 +60,13 @@ def gptq_round(w: torch.Tensor, factor: DampedFactor, qmin: int, qmax: int, grou
                 current = _current_columns(wp, w1, err1[:, :i], u[i1:j], pos, i1, i2)
                 s, z = fit_group(current)
                 scale[:, g], zero[:, g] = s.reshape(n), z.reshape(n)
-                s_cols[:, pos], z_cols[:, pos] = scale[:, g:g + 1], zero[:, g:g + 1]
+                s_cols[:, pos], z_cols[:, pos] = safe_scale(scale[:, g:g + 1]), zero[:, g:g + 1]
                 fitted[g] = True
             col, s_j, z_j = w1[:, i], s_cols[:, j], z_cols[:, j]
             qc = quantize_codes(col, s_j, z_j, qmin, qmax)
             q[:, j] = qc
             e = (col - (s_j * qc + z_j)) / u1[i, i]
-            w1[:, i:] -= e[:, None] * u1[i, i:][None, :]
+            w1[:, i:].addr_(e, u1[i, i:], alpha=-1)
             err1[:, i] = e
         wp[:, i2:] -= err1 @ u[i1:i2, i2:]
     return q[:, inv_perm], scale, zero
@@ -97,7 +97,7 @@ def pgd_round(w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, zero: torch
     """
     k = w.shape[1]
     dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
-    s_cols = expand_groups(scale.to(dtype), group_size, k)
+    s_cols = safe_scale(expand_groups(scale.to(dtype), group_size, k))
     z_cols = expand_groups(zero.to(dtype), group_size, k)
     wd, hd = w.to(dtype), h.to(dtype)
     q = q_init.to(dtype).clone().requires_grad_(True)

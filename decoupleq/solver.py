@@ -21,6 +21,7 @@ from decoupleq.quantizer import (
     group_width,
     quantize_codes,
     row_errors,
+    safe_scale,
 )
 from decoupleq.rounding import gptq_round, pgd_round
 
@@ -41,7 +42,7 @@ def float_step(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor, group_size: in
         row_chunk: Rows per batched solve.
 
     Returns:
-        scale, zero: (N, G) float64 (zero is all zeros when symmetric).
+        scale, zero: (N, G) float64 (zero is all zeros when symmetric; |scale| >= 1e-12).
     """
     n, k = w.shape
     gs = group_width(k, group_size)
@@ -72,7 +73,7 @@ def float_step(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor, group_size: in
         scale[r1:r2] = theta[:, :g]
         if not symmetric:
             zero[r1:r2] = theta[:, g:]
-    return scale, zero
+    return safe_scale(scale), zero
 
 
 def _solve_psd(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
