@@ -34,10 +34,10 @@ METHODS = ("rtn", "gptq", "decoupleq", "decoupleq+bw")
 ORDER = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], ["down_proj"]]
 
 
-def load_text() -> tuple[torch.Tensor, torch.Tensor]:
-    """Byte tokens of the distinct text files matched by TEXT_GLOBS: (train, held-out = last 10% of each)."""
+def load_text(patterns: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Byte tokens of the distinct text files matched by `patterns`: (train, held-out = last 10% of each)."""
     seen, train, held = set(), [], []
-    for path in sorted(p for pattern in TEXT_GLOBS for p in glob.glob(pattern)):
+    for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
         real = os.path.realpath(path)
         if real in seen or not os.path.isfile(real):
             continue
@@ -48,7 +48,7 @@ def load_text() -> tuple[torch.Tensor, torch.Tensor]:
         train.append(data[:cut])
         held.append(data[cut:])
     if not train:
-        raise SystemExit(f"no text found under {TEXT_GLOBS}")
+        raise SystemExit(f"no text found under {patterns}")
     as_tensor = lambda chunks: torch.tensor(list(b"\n".join(chunks)), dtype=torch.long)  # noqa: E731
     return as_tensor(train), as_tensor(held)
 
@@ -226,7 +226,7 @@ def part_c(args: argparse.Namespace, out: dict) -> None:
           f"{'dense s':>8s}")
     ctx = multiprocessing.get_context("spawn")
     rows = []
-    for n, k in ((256, 1024), (512, 1024), (1024, 1024), (1024, 2048)):
+    for n, k in ((256, 1024), (512, 1024), (1024, 1024), (512, 2048)):
         measured = {}
         for kind in ("ours", "dense"):
             queue = ctx.Queue()
@@ -290,6 +290,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=32, help="calibration sequences")
     parser.add_argument("--synthetic", default="1024x2048", help="N x K of the synthetic layer in (b)")
     parser.add_argument("--parts", default="abc")
+    parser.add_argument("--text", nargs="+", default=list(TEXT_GLOBS), help="globs of the text files")
     parser.add_argument("--json", default="bench_quant.json")
     args = parser.parse_args()
     if args.threads:
@@ -297,7 +298,7 @@ def main() -> None:
     torch.manual_seed(0)
     out: dict = {"args": vars(args), "sequential": {}, "per_layer": {}}
     if "a" in args.parts or "b" in args.parts:
-        train_tokens, held = load_text()
+        train_tokens, held = load_text(args.text)
         model = build_model(args.hidden, args.layers)
         print(f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter Llama on "
               f"{train_tokens.numel()} bytes of text ({args.steps} steps)")
