@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from decoupleq.config import QuantConfig
 from decoupleq.kernels import _dequant_matmul_op, dequant_matmul, dequant_matmul_reference
 from decoupleq.nn import QuantLinear
 from decoupleq.packing import pack
@@ -40,6 +41,8 @@ def test_from_linear_stores_given_quantization() -> None:
     assert "packed" in dict(layer.named_buffers()) and not layer.packed.dtype.is_floating_point
     with pytest.raises(ValueError, match="scale"):
         QuantLinear.from_linear(lin, q, torch.rand(8, 3), zero, (2, 32))
+    from_config = QuantLinear.from_linear(lin, q, scale, zero, QuantConfig(bits=2, group_size=32))
+    assert torch.equal(from_config.packed, layer.packed) and from_config.group_size == 32
 
 
 def test_custom_op_gradients_match_reference_autograd() -> None:
