@@ -1,0 +1,265 @@
+"""Sequential, model-agnostic calibration: quantize a model block by block.
+
+The first block's inputs are captured once; each block then has its selected linears hooked to
+accumulate H (padding masked out), quantized group by group in a configured order, replaced by
+QuantLinear, optionally refined block-wise, and the calibration inputs are pushed through the
+quantized block to become the next block's inputs. Only the current block is moved to `device`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
+from decoupleq.config import QuantConfig
+from decoupleq.nn import QuantLinear
+from decoupleq.solver import LayerQuantizer
+
+# Block keyword arguments holding a KV cache: dropped so that re-running a block is side-effect free.
+_CACHE_KWARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
+
+
+@dataclass
+class LayerReport:
+    """One quantized linear: its shape, relative output error, solve time, calibration tokens, stats."""
+
+    name: str
+    shape: tuple[int, int]
+    error: float
+    seconds: float
+    tokens: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QuantReport:
+    """Outcome of `quantize_model`: per-layer reports, per-block refinement losses, total time."""
+
+    config: QuantConfig
+    layers: dict[str, LayerReport] = field(default_factory=dict)
+    refinement: dict[int, RefineResult] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def mean_error(self) -> float:
+        """Mean relative output error over the quantized layers."""
+        return sum(r.error for r in self.layers.values()) / max(1, len(self.layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary."""
+        return {"config": self.config.to_dict(), "seconds": self.seconds, "mean_error": self.mean_error(),
+                "layers": {k: asdict(v) for k, v in self.layers.items()},
+                "refinement": {str(k): asdict(v) for k, v in self.refinement.items()}}
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first block has received its inputs."""
+
+
+def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], Sequence[nn.Module]],
+                   calib_batches: Iterable[Any], config: QuantConfig, include: Sequence[str] | None = None,
+                   exclude: Sequence[str] | None = None, order: Sequence[Sequence[str]] | None = None,
+                   device: torch.device | str | None = None,
+                   forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+                   backend: str = "auto") -> QuantReport:
+    """Quantize the nn.Linear layers inside `blocks` in place, block by block.
+
+    Args:
+        model: The whole model; its forward must call `blocks[0]` first among the blocks.
+        blocks: The sequential blocks (e.g. decoder layers), or a callable returning them.
+        calib_batches: Model inputs: dicts (passed as keyword arguments) or tensors. A dict's
+            "token_mask", else its 2-D "attention_mask" (B, T), marks the real tokens: padding does not
+            enter H nor the refinement loss. Without one, a 2-D "attention_mask" in the block's kwargs
+            is used.
+        config: Quantization settings; every selected layer is checked against it before any work.
+        include, exclude: Regexes searched in the linears' full names (default: every linear).
+        order: Groups of name regexes quantized one after another within a block, e.g.
+            [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], ["down_proj"]];
+            later groups see inputs computed with the already-quantized earlier groups. Linears that
+            match no group come last. Default: all linears of a block at once.
+        device: Where each block is moved while it is quantized (default: where it is).
+        forward_fn: `forward_fn(model, batch)` runs the model on a batch (default: `model(**batch)` for
+            dicts, `model(batch)` otherwise).
+        backend: QuantLinear forward backend.
+
+    Returns:
+        QuantReport with per-layer errors and times.
+    """
+    start = time.perf_counter()
+    block_list = list(blocks() if callable(blocks) else blocks)
+    if not block_list:
+        raise ValueError("quantize_model: no blocks given")
+    names = {id(m): n for n, m in model.named_modules()}
+    selected = [_select_linears(block, names.get(id(block), f"block{b}"), include, exclude)
+                for b, block in enumerate(block_list)]
+    for layers in selected:
+        for name, linear in layers.items():
+            config.check_layer(name, linear.in_features)
+    if not any(selected):
+        raise ValueError("quantize_model: include/exclude select no nn.Linear inside the blocks")
+    report = QuantReport(config)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            inputs, masks = _capture_first_inputs(model, block_list[0], calib_batches, forward_fn, device)
+            for b, (block, layers) in enumerate(zip(block_list, selected, strict=True)):
+                inputs = _quantize_block(b, block, layers, inputs, masks, config, order, device, backend,
+                                         report)
+    finally:
+        model.train(was_training)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _select_linears(block: nn.Module, prefix: str, include: Sequence[str] | None,
+                    exclude: Sequence[str] | None) -> dict[str, nn.Linear]:
+    out = {}
+    for rel, module in block.named_modules():
+        name = f"{prefix}.{rel}" if rel else prefix
+        if not isinstance(module, nn.Linear):
+            continue
+        if include and not any(re.search(p, name) for p in include):
+            continue
+        if exclude and any(re.search(p, name) for p in exclude):
+            continue
+        out[name] = module
+    return out
+
+
+def _capture_first_inputs(model: nn.Module, first: nn.Module, calib_batches: Iterable[Any],
+                          forward_fn: Callable[[nn.Module, Any], Any] | None,
+                          device: torch.device | str | None
+                          ) -> tuple[list[BlockInput], list[torch.Tensor | None]]:
+    """Run the model on each batch until `first` is called; keep its (args, kwargs) and token mask."""
+    inputs: list[BlockInput] = []
+    masks: list[torch.Tensor | None] = []
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        kwargs = {k: (None if k in _CACHE_KWARGS else v) for k, v in kwargs.items()}
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        inputs.append((_to_device(args, device), _to_device(kwargs, device)))
+        raise _StopForward
+
+    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for batch in calib_batches:
+            try:
+                if forward_fn is not None:
+                    forward_fn(model, batch)
+                elif isinstance(batch, dict):
+                    model(**batch)
+                else:
+                    model(batch)
+            except _StopForward:
+                pass
+            else:
+                raise RuntimeError("quantize_model: the model's forward never called the first block")
+            masks.append(_token_mask(batch, inputs[-1][1], device))
+    finally:
+        handle.remove()
+    if not inputs:
+        raise ValueError("quantize_model: calib_batches is empty")
+    return inputs, masks
+
+
+def _token_mask(batch: Any, kwargs: dict[str, Any], device: torch.device | str | None) -> torch.Tensor | None:
+    """The (B, T) real-token mask of a batch, or None when neither the batch nor the block kwargs give one."""
+    mask = None
+    if isinstance(batch, dict):
+        mask = batch.get("token_mask")
+        if mask is None and isinstance(batch.get("attention_mask"), torch.Tensor) \
+                and batch["attention_mask"].dim() == 2:
+            mask = batch["attention_mask"]
+    if mask is None and isinstance(kwargs.get("attention_mask"), torch.Tensor) \
+            and kwargs["attention_mask"].dim() == 2:
+        mask = kwargs["attention_mask"]
+    return None if mask is None else _to_device(mask.bool(), device)
+
+
+def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], inputs: list[BlockInput],
+                    masks: list[torch.Tensor | None], config: QuantConfig,
+                    order: Sequence[Sequence[str]] | None, device: torch.device | str | None,
+                    backend: str, report: QuantReport) -> list[BlockInput]:
+    """Quantize one block in place and return the next block's inputs (outputs of the quantized block)."""
+    home = next(block.parameters()).device if any(True for _ in block.parameters()) else None
+    if device is not None:
+        block.to(device)
+    targets = [run_block(block, item) for item in inputs] if config.blockwise else []
+    parents = {id(m): (parent, attr) for parent in block.modules() for attr, m in parent.named_children()}
+    for group in _ordered_groups(list(layers), order):
+        quantizers = {name: LayerQuantizer(layers[name].weight, config, name) for name in group}
+        current: dict[str, torch.Tensor | None] = {"mask": None}
+        handles = [layers[name].register_forward_hook(_accumulate_hook(quantizers[name], current))
+                   for name in group]
+        try:
+            for item, mask in zip(inputs, masks, strict=True):
+                current["mask"] = mask
+                run_block(block, item)
+        finally:
+            for h in handles:
+                h.remove()
+        for name in group:
+            linear = layers[name]
+            result = quantizers[name].solve(linear.weight.detach())
+            parent, attr = parents[id(linear)]
+            setattr(parent, attr, QuantLinear.from_linear(linear, result.q, result.scale, result.zero, config,
+                                                          backend=backend))
+            report.layers[name] = LayerReport(name, tuple(linear.weight.shape), result.error,
+                                              float(result.stats.get("seconds", 0.0)),
+                                              quantizers[name].num_tokens, result.stats)
+    if config.blockwise:
+        report.refinement[index] = refine_block(block, inputs, targets, config, masks)
+    next_inputs = [_replace_hidden(item, run_block(block, item)) for item in inputs]
+    if home is not None and device is not None:
+        block.to(home)
+    return next_inputs
+
+
+def _accumulate_hook(quantizer: LayerQuantizer, current: dict[str, torch.Tensor | None]
+                     ) -> Callable[[nn.Module, tuple, Any], None]:
+    def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
+        quantizer.add_batch(args[0], current["mask"])
+    return hook
+
+
+def _ordered_groups(names: list[str], order: Sequence[Sequence[str]] | None) -> list[list[str]]:
+    """Split layer names into the configured groups (first matching group wins; the rest last)."""
+    if not order:
+        return [names] if names else []
+    groups: list[list[str]] = [[] for _ in order]
+    rest = []
+    for name in names:
+        slot = next((i for i, pats in enumerate(order) if any(re.search(p, name) for p in pats)), None)
+        (rest if slot is None else groups[slot]).append(name)
+    return [g for g in [*groups, rest] if g]
+
+
+def _replace_hidden(item: BlockInput, hidden: torch.Tensor) -> BlockInput:
+    args, kwargs = item
+    if args:
+        return (hidden, *args[1:]), kwargs
+    if "hidden_states" in kwargs:
+        return args, {**kwargs, "hidden_states": hidden}
+    raise ValueError("quantize_model: the block got no positional input and no 'hidden_states' keyword")
+
+
+def _to_device(obj: Any, device: torch.device | str | None) -> Any:
+    if device is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to_device(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to_device(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj

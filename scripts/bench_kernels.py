@@ -1,0 +1,126 @@
+"""Benchmark the decoupleQ Triton kernels against an fp16 matmul measured in the same run.
+
+For each shape (K, N), batch M and weight format it reports the kernel time, the fp16
+``torch.nn.functional.linear`` time, the speed-up, the achieved memory bandwidth (bytes of codes,
+scales, zeros, activations and outputs over time) as a fraction of the card's peak, and the error
+against the torch reference. ``--quick`` runs tiny shapes (also on the CPU under TRITON_INTERPRET=1,
+where times are meaningless and only the code path is exercised).
+
+    python scripts/bench_kernels.py --json bench.json          # GPU
+    TRITON_INTERPRET=1 python scripts/bench_kernels.py --quick  # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from decoupleq.kernels.reference import dequant_matmul_reference, num_groups
+from decoupleq.packing import pack
+
+FORMATS = (("W2 g64", 2, 64), ("W3 g64", 3, 64), ("W4 g64", 4, 64), ("W2 per-channel", 2, -1))
+SHAPES = ((4096, 4096), (4096, 11008), (8192, 8192))
+BATCHES = (1, 16, 64, 256, 2048)
+QUICK_SHAPES, QUICK_BATCHES = ((256, 192),), (1, 16, 80)
+PEAK_TBS = {"H200": 4.8, "H100 PCIe": 2.0, "H100": 3.35}  # first match wins; SXM/HBM3 H100 = 3.35
+
+
+def peak_bandwidth(device_name: str, override: float | None) -> float | None:
+    """Peak memory bandwidth in TB/s of the named card, or ``override``."""
+    if override is not None:
+        return override
+    return next((tbs for key, tbs in PEAK_TBS.items() if key in device_name), None)
+
+
+def time_ms(fn: Callable[[], object], on_gpu: bool) -> float:
+    """Median time of ``fn`` in ms (triton.testing.do_bench on a GPU, wall clock otherwise)."""
+    if on_gpu:
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=10, rep=50)
+    fn()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def make_weights(k: int, n: int, bits: int, group: int, device: str) -> dict:
+    """Random codes (packed), column-major fp16 scales/zeros (as QuantLinear stores them)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    groups = num_groups(k, group)
+    q = torch.randint(-(1 << (bits - 1)), 1 << (bits - 1), (n, k), generator=g, device=device)
+    scale = (torch.rand(groups, n, generator=g, device=device) * 0.02 + 0.001).half().t()
+    zero = (torch.randn(groups, n, generator=g, device=device) * 0.01).half().t()
+    return {"packed": pack(q, bits), "scales": scale, "zeros": zero, "bits": bits, "group_size": group}
+
+
+def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool) -> dict:
+    """Time one (shape, batch, format) against fp16 ``weight`` (N, K) and check it against the reference."""
+    from decoupleq.kernels.triton import dequant_matmul_triton
+
+    n, k = weight.shape
+    x = torch.randn(m, k, device=weight.device).half()
+    run = lambda: dequant_matmul_triton(x, **w)
+    y = run()  # autotunes on the first call of a shape
+    ref = dequant_matmul_reference(x.float(), w["packed"], w["scales"].float(), w["zeros"].float(),
+                                   w["bits"], w["group_size"])  # fmt: skip
+    rel_err = ((y.float() - ref).abs().max() / ref.abs().max()).item()
+    t_q = time_ms(run, on_gpu)
+    t_fp16 = time_ms(lambda: torch.nn.functional.linear(x, weight), on_gpu)
+    io_bytes = 2 * m * (k + n)
+    q_bytes = w["packed"].numel() * 4 + 2 * w["scales"].numel() * 2 + io_bytes
+    return {"K": k, "N": n, "M": m, "bits": w["bits"], "group_size": w["group_size"], "ms": t_q,
+            "fp16_ms": t_fp16, "speedup": t_fp16 / t_q, "bytes": q_bytes, "fp16_bytes": 2 * n * k + io_bytes,
+            "rel_err": rel_err}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny shapes (smoke test)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--peak-tbs", type=float, help="peak bandwidth, TB/s (default: by card name)")
+    args = parser.parse_args()
+
+    on_gpu = torch.cuda.is_available()
+    device = "cuda" if on_gpu else "cpu"
+    name = torch.cuda.get_device_name() if on_gpu else "cpu (Triton interpreter)"
+    peak = peak_bandwidth(name, args.peak_tbs) if on_gpu else None
+    import triton
+
+    print(f"device: {name}; torch {torch.__version__}; triton {triton.__version__}; peak {peak} TB/s")
+    shapes, batches = (QUICK_SHAPES, QUICK_BATCHES) if args.quick else (SHAPES, BATCHES)
+    rows = []
+    meta = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "peak_tbs": peak}
+    print(f"{'K x N':>12} {'M':>5} {'format':>15} {'ms':>9} {'fp16 ms':>9} {'speedup':>8} {'BW frac':>8} "
+          f"{'err':>8}")  # fmt: skip
+    for k, n in shapes:
+        weight = torch.randn(n, k, device=device).half() * 0.02
+        for label, bits, group in FORMATS:
+            w = make_weights(k, n, bits, group, device)
+            for m in batches:
+                row = bench_case(w, weight, m, on_gpu)
+                row["format"] = label
+                tbs = row["bytes"] / row["ms"] / 1e9
+                row["tb_per_s"], row["bw_fraction"] = tbs, (tbs / peak if peak else None)
+                row["fp16_bw_fraction"] = row["fp16_bytes"] / row["fp16_ms"] / 1e9 / peak if peak else None
+                rows.append(row)
+                frac = f"{row['bw_fraction']:.2f}" if peak else "-"
+                print(f"{f'{k}x{n}':>12} {m:>5} {label:>15} {row['ms']:9.4f} {row['fp16_ms']:9.4f} "
+                      f"{row['speedup']:8.2f} {frac:>8} {row['rel_err']:8.1e}", flush=True)  # fmt: skip
+                if args.json:  # rewritten after every row so that an interrupted run keeps its results
+                    args.json.write_text(json.dumps({**meta, "results": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""quantize_model on a tiny Hugging Face Llama (padding mask) and on a plain MLP-block model."""
+
+import pytest
+import torch
+from torch import nn
+
+from decoupleq.config import QuantConfig
+from decoupleq.driver import quantize_model
+from decoupleq.nn import QuantLinear
+from decoupleq.solver import LayerQuantizer
+
+ORDER = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], ["down_proj"]]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices run far faster on one thread than on an oversubscribed shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_llama():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def padded_batch(pad_fill):
+    ids = torch.randint(1, 100, (2, 12), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, :5] = 0  # left padding of the second sequence
+    ids[1, :5] = pad_fill
+    return {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+
+
+def quantized_llama(pad_fill, config, token_mask=None):
+    model = tiny_llama()
+    batch = padded_batch(pad_fill)
+    if token_mask is not None:
+        batch["token_mask"] = token_mask
+    report = quantize_model(model, lambda: model.model.layers, [batch], config, order=ORDER)
+    return model, report
+
+
+def codes_and_grids(model):
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    return [(m.packed, m.scale.detach(), m.zero.detach()) for m in layers]
+
+
+def test_llama_padding_does_not_enter_h():
+    config = QuantConfig(bits=2, group_size=32, max_iter=2)
+    model_a, report = quantized_llama(0, config)
+    model_b, _ = quantized_llama(77, config)
+    assert len(report.layers) == 14 and all(r.tokens == 19 for r in report.layers.values())
+    for (pa, sa, za), (pb, sb, zb) in zip(codes_and_grids(model_a), codes_and_grids(model_b), strict=True):
+        assert torch.equal(pa, pb)
+        torch.testing.assert_close(sa, sb, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(za, zb, rtol=1e-5, atol=1e-7)
+    # Without masking, the padded positions' values do change the result.
+    model_c, _ = quantized_llama(77, config, token_mask=torch.ones(2, 12, dtype=torch.bool))
+    assert any(not torch.equal(a[1], c[1]) for a, c in zip(codes_and_grids(model_a), codes_and_grids(model_c),
+                                                           strict=True))
+
+
+def test_llama_quantized_logits_stay_close_at_4_bits():
+    model = tiny_llama()
+    batch = padded_batch(0)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    report = quantize_model(model, lambda: model.model.layers, [batch], QuantConfig(bits=4, group_size=32),
+                            order=ORDER, exclude=["down_proj"])
+    assert not any("down_proj" in name for name in report.layers)
+    assert isinstance(model.model.layers[1].mlp.down_proj, nn.Linear)
+    assert isinstance(model.model.layers[1].mlp.up_proj, QuantLinear)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    rel = (logits - reference)[real].norm() / reference[real].norm()
+    assert rel < 0.05 and report.mean_error() < 0.05
+
+
+def mlp_model(width=64, hidden=128, blocks=3):
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+                           for _ in range(blocks)])
+
+
+def test_mlp_blocks_groups_see_quantized_earlier_groups():
+    model = mlp_model()
+    batches = [torch.randn(16, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    block0 = model[0]
+    float_weight = block0[2].weight.detach().clone()
+    config = QuantConfig(bits=3, group_size=32, max_iter=2)
+    report = quantize_model(model, list(model), batches, config, order=[["0$"], ["2$"]])
+    assert all(isinstance(m, QuantLinear) for block in model for m in (block[0], block[2]))
+    assert set(report.layers) == {f"{b}.{i}" for b in range(3) for i in (0, 2)}
+    # Block 0's second linear must have been solved on inputs from the quantized first linear.
+    expected = LayerQuantizer((64, 128), config)
+    with torch.no_grad():
+        for x in batches:
+            expected.add_batch(block0[1](block0[0](x)))
+    reference = expected.solve(float_weight)
+    assert report.layers["0.2"].error == pytest.approx(reference.error, rel=1e-6)
+
+
+def test_invalid_group_size_fails_before_work():
+    model = mlp_model(width=48)
+    with pytest.raises(ValueError, match=r"0\.0.*group_size 32 does not divide.*48"):
+        quantize_model(model, list(model), [torch.randn(4, 48)], QuantConfig(group_size=32))
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
