@@ -39,7 +39,8 @@ class QuantConfig:
         weight_decay: Adam weight decay of the block-wise refinement.
         train_norms: Also train norm weights/biases in the block-wise refinement.
         train_biases: Also train linear biases in the block-wise refinement.
-        scale_dtype: Storage dtype of scale and zero in the quantized modules.
+        scale_dtype: Storage dtype of scale and zero: solver results are rounded to it (and their error
+            measured after rounding) so that a checkpoint in this dtype reproduces them.
     """
 
     bits: int = 2

@@ -77,7 +77,7 @@ def test_minmax_init_maps_range_onto_codes():
 
 def test_alternation_never_increases_row_objective():
     w, h = correlated_layer()
-    base = dict(bits=2, group_size=64, early_stop_frac=0.0)
+    base = dict(bits=2, group_size=64, early_stop_frac=0.0, scale_dtype="float32")
     hd = damped_factor(h, 0.01, 100.0, True).h
     before = quantize_layer(w, h, QuantConfig(**base, max_iter=1))
     after = quantize_layer(w, h, QuantConfig(**base, max_iter=3))
