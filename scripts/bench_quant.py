@@ -134,7 +134,10 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
         gptq = rows["gptq"]
         for method, r in rows.items():
             r["error_vs_gptq"] = r["mean_error"] / gptq["mean_error"]
-            r["dppl_vs_gptq"] = (r["ppl"] - ppl_fp) / max(gptq["ppl"] - ppl_fp, 1e-9)
+            # The ratio of perplexity increases is meaningless when GPTQ's increase is within noise.
+            gptq_increase = gptq["ppl"] - ppl_fp
+            r["dppl_vs_gptq"] = (r["ppl"] - ppl_fp) / gptq_increase if gptq_increase > 1e-3 * ppl_fp \
+                else float("nan")
             r["time_vs_gptq"] = r["seconds"] / gptq["seconds"]
             print(f"{setting:10s} {method:13s} {r['mean_error']:9.4f} {r['error_vs_gptq']:9.3f} "
                   f"{r['ppl']:8.3f} {r['dppl_vs_gptq']:10.3f} {r['seconds']:7.2f} {r['time_vs_gptq']:7.2f}")
