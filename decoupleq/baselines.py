@@ -39,7 +39,7 @@ def rtn_quantize(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> Quant
     gsz = config.group_size
     q = quantize_codes(wf, expand_groups(scale, gsz, k), expand_groups(zero, gsz, k),
                        config.qmin, config.qmax)
-    return build_result(w, h, q, scale, zero, config.group_size,
+    return build_result(w, h, q, scale, zero, config.group_size, config.scale_dtype,
                         {"method": "rtn", "seconds": time.perf_counter() - start})
 
 
@@ -61,5 +61,5 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> Quan
 
     q, scale, zero = gptq_round(w.float(), factor, config.qmin, config.qmax, config.group_size,
                                 config.gptq_block, empty, empty, fit_group)
-    return build_result(w, h, q, scale, zero, config.group_size,
+    return build_result(w, h, q, scale, zero, config.group_size, config.scale_dtype,
                         {"method": "gptq", "damping": factor.damping, "seconds": time.perf_counter() - start})

@@ -39,7 +39,8 @@ class QuantConfig:
         weight_decay: Adam weight decay of the block-wise refinement.
         train_norms: Also train norm weights/biases in the block-wise refinement.
         train_biases: Also train linear biases in the block-wise refinement.
-        scale_dtype: Storage dtype of scale and zero in the quantized modules.
+        scale_dtype: Storage dtype of scale and zero: solver results are rounded to it (and their error
+            measured after rounding) so that a checkpoint in this dtype reproduces them.
     """
 
     bits: int = 2
@@ -47,11 +48,11 @@ class QuantConfig:
     symmetric: bool = False
     method: str = "decoupleq"
     integer_step: str = "gptq"
-    max_iter: int = 4
+    max_iter: int = 3
     early_stop_frac: float = 1e-4
     damping: float = 0.01
     max_damping: float = 100.0
-    clip_search: bool = False
+    clip_search: bool = True
     clip_grid: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
     act_order: bool = True
     gptq_block: int = 128

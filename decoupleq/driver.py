@@ -189,7 +189,8 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
                     order: Sequence[Sequence[str]] | None, device: torch.device | str | None,
                     backend: str, report: QuantReport) -> list[BlockInput]:
     """Quantize one block in place and return the next block's inputs (outputs of the quantized block)."""
-    home = next(block.parameters()).device if any(True for _ in block.parameters()) else None
+    first_param = next(block.parameters(), None)
+    home = None if first_param is None else first_param.device
     if device is not None:
         block.to(device)
     targets = [run_block(block, item) for item in inputs] if config.blockwise else []

@@ -10,15 +10,15 @@ import torch
 class HessianAccumulator:
     """Accumulates H = X^T X / n in float64 over calibration batches, skipping masked-out tokens.
 
+    H lives on the device of the first batch.
+
     Args:
         in_features: K, the layer's input width.
-        device: Where H lives (defaults to the device of the first batch).
     """
 
-    def __init__(self, in_features: int, device: torch.device | str | None = None) -> None:
+    def __init__(self, in_features: int) -> None:
         self.in_features = in_features
-        self._sum: torch.Tensor | None = None if device is None else torch.zeros(
-            in_features, in_features, dtype=torch.float64, device=device)
+        self._sum: torch.Tensor | None = None
         self.num_tokens = 0
 
     def add_batch(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:

@@ -156,9 +156,11 @@ def clip_search_init(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: in
 
 
 def build_result(w: torch.Tensor, h: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                 group_size: int, stats: dict[str, Any]) -> QuantResult:
-    """Package codes and grid as a QuantResult, measuring the relative output error with `h` (undamped)."""
-    scale, zero = scale.float(), zero.float()
+                 group_size: int, scale_dtype: str, stats: dict[str, Any]) -> QuantResult:
+    """Package codes and grid as a QuantResult: scale and zero are rounded to their storage dtype
+    `scale_dtype` (returned as float32) and the relative output error is measured with them and `h`."""
+    dtype = getattr(torch, scale_dtype)
+    scale, zero = scale.to(dtype).float(), zero.to(dtype).float()
     w_hat = dequantize(q, scale.double(), zero.double(), group_size)
     return QuantResult(q=q.to(torch.int8), scale=scale, zero=zero,
                        error=relative_output_error(w.double(), w_hat, h.to(w.device, torch.float64)),

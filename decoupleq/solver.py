@@ -141,7 +141,7 @@ def decoupleq_quantize(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) ->
             break
     stats = {"method": "decoupleq", "damping": factor.damping, "objective": objective,
              "rows_improved": rows_improved, "seconds": time.perf_counter() - start}
-    return build_result(w, h, q, scale, zero, gsz, stats)
+    return build_result(w, h, q, scale, zero, gsz, config.scale_dtype, stats)
 
 
 _METHODS = {"rtn": rtn_quantize, "gptq": gptq_quantize, "decoupleq": decoupleq_quantize}
