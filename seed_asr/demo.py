@@ -19,10 +19,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from seed_asr.data.cmvn import compute_cmvn, save_cmvn
+from seed_asr.data.cmvn import write_split_cmvn
 from seed_asr.data.corpus.build import build_corpus
-from seed_asr.data.datamodule import ShardDataModule
-from seed_asr.data.features import Fbank
 from seed_asr.report import write_report
 
 log = logging.getLogger(__name__)
@@ -34,10 +32,7 @@ def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
     if not (corpus / "stats.json").exists():
         build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed, overwrite=True)
     if not (corpus / "cmvn.json").exists():
-        waves = ShardDataModule(train_shards=[str(corpus / "train" / "*.tar")]).plain_waves(
-            [str(corpus / "train" / "*.tar")]
-        )
-        save_cmvn(compute_cmvn(waves, Fbank(), cfg.cmvn_utterances), corpus / "cmvn.json")
+        write_split_cmvn(corpus, cfg.cmvn_utterances)
     return corpus
 
 

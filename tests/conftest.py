@@ -16,3 +16,15 @@ def _hermetic_env() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small built-in corpus (real espeak-ng speech, both languages) with its ``cmvn.json``."""
+    from seed_asr.data.cmvn import write_split_cmvn
+    from seed_asr.data.corpus.build import build_corpus
+
+    folder = tmp_path_factory.mktemp("corpus")
+    build_corpus(folder, 120, seed=0, num_workers=2, overwrite=True)
+    write_split_cmvn(folder, utterances=64)
+    return folder

@@ -97,3 +97,18 @@ def load_cmvn(path: str | Path) -> CmvnStats:
     if mean.shape != std.shape or mean.dim() != 1:
         raise ValueError(f"CMVN file {path}: mean and std must be lists of equal length")
     return CmvnStats(mean, std, int(record.get("frames", 0)), int(record.get("utterances", 0)))
+
+
+def write_split_cmvn(corpus_dir: str | Path, utterances: int = 1000, split: str = "train") -> Path:
+    """Compute the statistics of a shard folder's ``split`` and save them as ``<corpus_dir>/cmvn.json``.
+
+    Args:
+        corpus_dir: folder with ``<split>/*.tar`` shards (the built-in corpus or converted shards).
+        utterances: utterances to accumulate over.
+        split: the split to read (the training split: statistics never see test audio).
+    """
+    from seed_asr.data.datamodule import ShardDataModule  # the datamodule imports this module
+
+    specs = [str(Path(corpus_dir) / split / "*.tar")]
+    waves = ShardDataModule(train_shards=specs).plain_waves(specs)
+    return save_cmvn(compute_cmvn(waves, Fbank(), utterances), Path(corpus_dir) / "cmvn.json")
