@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ from typing import Any
 
 from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.corpus.noise import NOISE_COLORS
-from seed_asr.data.corpus.render import RenderTask, render
+from seed_asr.data.corpus.render import RenderTask, render_block
 from seed_asr.data.corpus.synth import get_engine
 from seed_asr.data.corpus.texts import DOMAINS, LANGUAGES, context_keywords, load_lexicon, make_dialogue
 from seed_asr.data.corpus.voices import Speaker, VoiceSpace, voice_spaces
@@ -28,6 +29,10 @@ from seed_asr.data.shards import SplitWriter, make_record
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLITS: Mapping[str, float] = MappingProxyType({"train": 0.9, "dev": 0.05, "test": 0.05})
+#: Utterances synthesised after one reset of espeak-ng, whose audio depends on what it spoke since:
+#: the same blocks give the same audio whatever the number of workers; changing this constant
+#: changes the audio (slightly: pitch flutter phase and a few samples of length).
+RENDER_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -244,12 +249,15 @@ def build_corpus(
         RenderTask(utt.text, utt.speaker, noise_snr_db, noise_color, (seed, index))
         for index, utt in enumerate(plan)
     ]
+    blocks = [tasks[i : i + RENDER_BLOCK] for i in range(0, len(tasks), RENDER_BLOCK)]
     durations: list[tuple[PlannedUtterance, float]] = []
     with contextlib.ExitStack() as stack:
         writers = {
             name: stack.enter_context(SplitWriter(out, name, shard_size, overwrite)) for name in splits
         }
-        rendered = ordered_map(render, tasks, num_workers, chunksize=16)
+        rendered = itertools.chain.from_iterable(
+            ordered_map(render_block, blocks, num_workers, chunksize=1)
+        )
         for utt, (flac, num_samples) in zip(plan, rendered, strict=True):
             record = make_record(
                 text=utt.text, lang=utt.lang, domain=utt.domain, speaker=utt.speaker.name,
