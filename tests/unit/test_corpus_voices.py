@@ -29,7 +29,8 @@ def test_default_voices_are_known_to_espeak_and_sound_different():
         space.check(engine)
     waves = {accent: synthesize("call Anneliese Okonkwo", accent) for accent in DEFAULT_VOICES["en"].accents}
     assert len({w.tobytes() for w in waves.values()}) == len(waves)  # no silent fallback to one voice
-    variants = {v: synthesize("call Anneliese", f"en-us+{v}" if v else "en-us") for v in DEFAULT_VOICES["en"].variants}
+    variants = {v: synthesize("call Anneliese", f"en-us+{v}" if v else "en-us")
+                for v in DEFAULT_VOICES["en"].variants}
     assert len({w.tobytes() for w in variants.values()}) == len(variants)
 
 
@@ -41,10 +42,23 @@ def test_unknown_voices_are_errors(voice):
         synthesize("hello", voice)
 
 
+def test_reset_makes_synthesis_reproducible():
+    engine = get_engine()
+    engine.reset()
+    first = engine.synthesize("set a timer for ten minutes", "en-us", 175, 50, seed=3)
+    again = engine.synthesize("set a timer for ten minutes", "en-us", 175, 50, seed=3)
+    engine.reset()
+    after_reset = engine.synthesize("set a timer for ten minutes", "en-us", 175, 50, seed=3)
+    assert np.array_equal(first, after_reset)
+    assert not np.array_equal(first, again)  # the state espeak-ng carries over, which reset clears
+
+
 def test_synthesis_is_speech_at_16_khz():
     engine = get_engine()
-    raw = engine.synthesize("set a timer for ten minutes", "en-us", 175, 50)
-    wave = synthesize("set a timer for ten minutes", "en-us", 175, 50)
+    engine.reset()
+    raw = engine.synthesize("set a timer for ten minutes", "en-us", 175, 50, seed=1)
+    engine.reset()
+    wave = synthesize("set a timer for ten minutes", "en-us", 175, 50, seed=1)
     assert engine.sample_rate == 22050 and wave.dtype == np.float32
     assert abs(wave.size - raw.size * SAMPLE_RATE / engine.sample_rate) <= 1
     assert 1.0 < wave.size / SAMPLE_RATE < 4.0 and _rms(wave) > 0.02 and np.abs(wave).max() <= 1.0
@@ -70,7 +84,7 @@ def test_voice_space_sampling_and_validation():
     with pytest.raises(ValueError, match="rates"):
         VoiceSpace(accents=("en-us",), variants=("",), rates=(200, 100), pitches=(40, 60))
     with pytest.raises(ValueError, match="unknown espeak-ng variant 'x9'"):
-        VoiceSpace(accents=("en-us",), variants=("x9",), rates=(150, 160), pitches=(40, 60)).check(get_engine())
+        VoiceSpace(("en-us",), ("x9",), (150, 160), (40, 60)).check(get_engine())
     overridden = voice_spaces({"en": {"accents": ["en-us"], "variants": [""], "rates": [150, 150],
                                       "pitches": [50, 50]}})
     assert overridden["en"].accents == ("en-us",) and overridden["zh"] == DEFAULT_VOICES["zh"]

@@ -274,7 +274,10 @@ def build_corpus(
             "num_distractors": list(num_distractors), "noise_snr_db": noise_snr_db,
             "noise_color": noise_color,
             "shard_size": shard_size, "sample_rate": SAMPLE_RATE,
-            "voices": {lang: dataclasses.asdict(spaces[lang]) for lang in languages},
+            "voices": {
+                lang: {key: list(value) for key, value in dataclasses.asdict(spaces[lang]).items()}
+                for lang in languages
+            },
         },
         **_tally(durations),
         "splits": {
