@@ -16,13 +16,14 @@ import webdataset as wds
 from hydra import compose, initialize_config_dir
 
 from seed_asr.data.audio import SAMPLE_RATE
+from seed_asr.data.corpus import build
 from seed_asr.data.corpus.build import build_corpus
 from seed_asr.data.corpus.texts import load_lexicon
 from seed_asr.data.corpus.voices import Speaker, voice_spaces
 from seed_asr.data.shards import check_record
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SETTINGS = {"num_utterances": 50, "seed": 7, "shard_size": 20, "lang_weights": (0.6, 0.4),
+SETTINGS = {"num_utterances": 50, "seed": 7, "shard_size": 20, "lang_weights": {"en": 0.6, "zh": 0.4},
             "splits": {"train": 0.8, "dev": 0.1, "test": 0.1}}
 
 
@@ -46,8 +47,10 @@ def _samples(folder):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    stats = build_corpus(folder / "parallel", num_workers=2, **SETTINGS)
-    build_corpus(folder / "serial", num_workers=0, **SETTINGS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "RENDER_BLOCK", 16)  # several blocks, so that both workers synthesise
+        stats = build_corpus(folder / "parallel", num_workers=2, **SETTINGS)
+        build_corpus(folder / "serial", num_workers=0, **SETTINGS)
     return folder, stats
 
 
@@ -137,7 +140,7 @@ def test_noise_is_added_at_the_requested_snr(tmp_path):
     [
         ({"num_utterances": -5}, "num_utterances must be a positive integer"),
         ({"languages": ["en", "fr"], "lang_weights": None}, "languages must be distinct names"),
-        ({"lang_weights": [1.0]}, "lang_weights"),
+        ({"lang_weights": {"en": 1.0}}, "lang_weights must give each language"),
         ({"domains": ["weather"]}, "domains must be names"),
         ({"splits": {"train": 0.9, "test": 0.2}}, "sum to 1"),
         ({"noise_color": "brown"}, "noise_color"),
@@ -151,6 +154,12 @@ def test_bad_settings_fail_before_any_work(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         build_corpus(tmp_path / "out", **{**SETTINGS, **change})
     assert not (tmp_path / "out").exists()
+
+
+def test_a_language_subset_takes_its_weight_from_the_mapping(tmp_path):
+    stats = build_corpus(tmp_path, num_utterances=3, languages=["zh"], lang_weights={"en": 0.7, "zh": 0.3},
+                         splits={"train": 1.0}, num_workers=0)
+    assert stats["lang"].keys() == {"zh"} and stats["settings"]["lang_weights"] == {"zh": 0.3}
 
 
 def test_existing_shards_are_not_overwritten_silently(tmp_path):
