@@ -278,7 +278,8 @@ def build_corpus(
             "domains": list(domains), "splits": dict(splits), "turns": list(turns),
             "num_distractors": list(num_distractors), "noise_snr_db": noise_snr_db,
             "noise_color": noise_color,
-            "shard_size": shard_size, "sample_rate": SAMPLE_RATE,
+            "shard_size": shard_size, "sample_rate": SAMPLE_RATE, "render_block": RENDER_BLOCK,
+            "espeak_ng": get_engine().version,
             "voices": {
                 lang: {key: list(value) for key, value in dataclasses.asdict(spaces[lang]).items()}
                 for lang in languages

@@ -57,6 +57,7 @@ class Espeak:
 
     Attributes:
         sample_rate: rate of the raw synthesis (22050 Hz).
+        version: espeak-ng's version (the audio depends on it).
         voices: valid voice name -> espeak-ng voice file. The names are each voice's own language code
             ("en-gb-scotland", "cmn-latn-pinyin"); ``espeak_SetVoiceByName`` needs the file ("gmw/en"
             for "en-gb"), as it does not find every voice by its language code.
@@ -67,6 +68,7 @@ class Espeak:
         self._chunks: list[np.ndarray] = []
         self._callback = _SynthCallback(self._collect)  # kept referenced: the library calls it
         self._lib, self.sample_rate = self._open()
+        self.version = self._lib.espeak_Info(None).decode()
         self.voices = {langs[0]: ident for ident, langs in reversed(self._list_voices(None)) if langs}
         self.variants = frozenset(ident.split("/", 1)[1] for ident, _ in self._list_voices("variant"))
 
@@ -86,6 +88,8 @@ class Espeak:
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
         data_path = espeakng_loader.get_data_path().encode()
         sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
         if sample_rate <= 0:
