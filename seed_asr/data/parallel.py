@@ -25,7 +25,8 @@ def ordered_map(
     """``map(fn, items)`` on ``num_workers`` spawned processes, results in input order.
 
     Spawned (not forked) workers start clean, so libraries with process-global state (espeak-ng)
-    initialise once in each worker. ``num_workers`` <= 1 runs in this process.
+    initialise once in each worker; as with any spawned process, the calling script needs an
+    ``if __name__ == "__main__":`` guard. ``num_workers`` <= 1 runs in this process.
 
     Args:
         fn: a module-level (picklable) function.

@@ -37,6 +37,8 @@ def make_record(
     dialogue: str = "",
 ) -> dict[str, Any]:
     """The JSON record of one utterance, with the keys and order of the contract."""
+    if isinstance(keywords, str) or isinstance(entities, str):
+        raise TypeError(f"keywords and entities must be sequences of strings, got {keywords!r}, {entities!r}")
     return {
         "text": text,
         "lang": lang,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -18,16 +19,20 @@ from typing import Any
 
 from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.corpus.noise import NOISE_COLORS
-from seed_asr.data.corpus.render import RenderTask, render
+from seed_asr.data.corpus.render import RenderTask, render_block
 from seed_asr.data.corpus.synth import get_engine
 from seed_asr.data.corpus.texts import DOMAINS, LANGUAGES, context_keywords, load_lexicon, make_dialogue
 from seed_asr.data.corpus.voices import Speaker, VoiceSpace, voice_spaces
-from seed_asr.data.parallel import ordered_map
+from seed_asr.data.parallel import default_workers, ordered_map
 from seed_asr.data.shards import SplitWriter, make_record
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLITS: Mapping[str, float] = MappingProxyType({"train": 0.9, "dev": 0.05, "test": 0.05})
+#: Utterances synthesised after one reset of espeak-ng, whose audio depends on what it spoke since:
+#: the same blocks give the same audio whatever the number of workers; changing this constant
+#: changes the audio (slightly: pitch flutter phase and a few samples of length).
+RENDER_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def plan_corpus(
 def _check_settings(
     num_utterances: int,
     languages: Sequence[str],
-    lang_weights: Sequence[float],
+    lang_weights: Mapping[str, float] | None,
     domains: Sequence[str],
     splits: Mapping[str, float],
     turns: tuple[int, int],
@@ -137,9 +142,13 @@ def _check_settings(
         raise ValueError(f"num_utterances must be a positive integer, got {num_utterances!r}")
     if not languages or len(set(languages)) != len(languages) or set(languages) - set(LANGUAGES):
         raise ValueError(f"languages must be distinct names from {LANGUAGES}, got {list(languages)}")
-    if len(lang_weights) != len(languages) or min(lang_weights) < 0 or sum(lang_weights) <= 0:
-        raise ValueError(f"lang_weights must give one non-negative weight per language {list(languages)} "
-                         f"with a positive sum, got {list(lang_weights)}")
+    if lang_weights is not None and (
+        set(languages) - set(lang_weights)
+        or min(lang_weights[lang] for lang in languages) < 0
+        or sum(lang_weights[lang] for lang in languages) <= 0
+    ):
+        raise ValueError(f"lang_weights must give each language of {list(languages)} a non-negative weight, "
+                         f"with a positive sum; got {dict(lang_weights)}")
     if not domains or set(domains) - set(DOMAINS):
         raise ValueError(f"domains must be names from {DOMAINS}, got {list(domains)}")
     if not splits or min(splits.values()) < 0 or not math.isclose(sum(splits.values()), 1.0, abs_tol=1e-6):
@@ -190,7 +199,7 @@ def build_corpus(
     num_utterances: int,
     seed: int = 0,
     languages: Sequence[str] = LANGUAGES,
-    lang_weights: Sequence[float] | None = None,
+    lang_weights: Mapping[str, float] | None = None,
     domains: Sequence[str] = DOMAINS,
     splits: Mapping[str, float] = DEFAULT_SPLITS,
     turns: tuple[int, int] = (2, 4),
@@ -211,7 +220,8 @@ def build_corpus(
         num_utterances: utterances over all splits.
         seed: seed of texts, speakers, splits and noise.
         languages: subset of ("en", "zh").
-        lang_weights: relative share of each language (equal when None).
+        lang_weights: language -> relative share; languages not in ``languages`` are ignored
+            (equal shares when None).
         domains: subset of ("commands", "numbers", "contacts", "sentences"), drawn uniformly.
         splits: split name -> fraction of the utterances (fractions sum to 1).
         turns: inclusive (low, high) utterances per dialogue.
@@ -230,11 +240,11 @@ def build_corpus(
         ValueError: a bad setting or voice, before any work starts.
         FileExistsError: ``out_dir`` already holds shards and ``overwrite`` is false.
     """
-    weights = list(lang_weights) if lang_weights is not None else [1.0] * len(languages)
     spaces = voice_spaces(voices)
     turns, num_distractors = tuple(turns), tuple(num_distractors)
-    _check_settings(num_utterances, languages, weights, domains, splits, turns, num_distractors,
+    _check_settings(num_utterances, languages, lang_weights, domains, splits, turns, num_distractors,
                     noise_snr_db, noise_color, shard_size, num_workers, spaces)
+    weights = [1.0 if lang_weights is None else lang_weights[lang] for lang in languages]
     out = Path(out_dir)
     start = time.perf_counter()
     plan = plan_corpus(
@@ -244,12 +254,14 @@ def build_corpus(
         RenderTask(utt.text, utt.speaker, noise_snr_db, noise_color, (seed, index))
         for index, utt in enumerate(plan)
     ]
+    blocks = [tasks[i : i + RENDER_BLOCK] for i in range(0, len(tasks), RENDER_BLOCK)]
     durations: list[tuple[PlannedUtterance, float]] = []
     with contextlib.ExitStack() as stack:
         writers = {
             name: stack.enter_context(SplitWriter(out, name, shard_size, overwrite)) for name in splits
         }
-        rendered = ordered_map(render, tasks, num_workers, chunksize=16)
+        workers = min(default_workers() if num_workers is None else num_workers, len(blocks))
+        rendered = itertools.chain.from_iterable(ordered_map(render_block, blocks, workers, chunksize=1))
         for utt, (flac, num_samples) in zip(plan, rendered, strict=True):
             record = make_record(
                 text=utt.text, lang=utt.lang, domain=utt.domain, speaker=utt.speaker.name,
@@ -261,12 +273,17 @@ def build_corpus(
     stats = {
         "seed": seed,
         "settings": {
-            "num_utterances": num_utterances, "languages": list(languages), "lang_weights": weights,
+            "num_utterances": num_utterances, "languages": list(languages),
+            "lang_weights": dict(zip(languages, weights, strict=True)),
             "domains": list(domains), "splits": dict(splits), "turns": list(turns),
             "num_distractors": list(num_distractors), "noise_snr_db": noise_snr_db,
             "noise_color": noise_color,
-            "shard_size": shard_size, "sample_rate": SAMPLE_RATE,
-            "voices": {lang: dataclasses.asdict(spaces[lang]) for lang in languages},
+            "shard_size": shard_size, "sample_rate": SAMPLE_RATE, "render_block": RENDER_BLOCK,
+            "espeak_ng": get_engine().version,
+            "voices": {
+                lang: {key: list(value) for key, value in dataclasses.asdict(spaces[lang]).items()}
+                for lang in languages
+            },
         },
         **_tally(durations),
         "splits": {

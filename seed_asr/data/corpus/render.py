@@ -1,4 +1,4 @@
-"""Audio of one corpus utterance, the unit of work of the synthesis processes.
+"""Audio of corpus utterances, the unit of work of the synthesis processes.
 
 Kept apart from the builder so that worker processes import only espeak, numpy, scipy and soundfile
 (not webdataset, which pulls in torch).
@@ -6,13 +6,14 @@ Kept apart from the builder so that worker processes import only espeak, numpy, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from seed_asr.data.audio import encode_flac
 from seed_asr.data.corpus.noise import add_noise
-from seed_asr.data.corpus.synth import synthesize
+from seed_asr.data.corpus.synth import get_engine, synthesize
 from seed_asr.data.corpus.voices import Speaker
 
 
@@ -25,24 +26,34 @@ class RenderTask:
         speaker: who says it.
         noise_snr_db: SNR of added noise; None for none.
         noise_color: "white" or "pink".
-        noise_seed: seed of the noise (the corpus seed and the utterance index).
+        seed: seed of the utterance (the corpus seed and its index): espeak-ng's and the noise's.
     """
 
     text: str
     speaker: Speaker
     noise_snr_db: float | None
     noise_color: str
-    noise_seed: tuple[int, int]
+    seed: tuple[int, int]
 
 
-def render(task: RenderTask) -> tuple[bytes, int]:
-    """Synthesise (and add noise to) one utterance.
+def render_block(tasks: Sequence[RenderTask]) -> list[tuple[bytes, int]]:
+    """Synthesise (and add noise to) a block of utterances, in order.
+
+    The engine is reset first: espeak-ng carries signal-generator state from one utterance to the next,
+    so a block gives the same audio in any process, after any other work.
 
     Returns:
-        16-bit mono FLAC bytes at 16 kHz and the number of samples S.
+        Per task: 16-bit mono FLAC bytes at 16 kHz and the number of samples S.
     """
-    speaker = task.speaker
-    wave = synthesize(task.text, speaker.espeak_voice, speaker.rate, speaker.pitch)
-    if task.noise_snr_db is not None:
-        wave = add_noise(wave, task.noise_snr_db, task.noise_color, np.random.default_rng(task.noise_seed))
-    return encode_flac(wave), wave.size
+    engine = get_engine()
+    engine.reset()
+    out = []
+    for task in tasks:
+        seeds = np.random.SeedSequence(task.seed)
+        espeak_seed = int(seeds.generate_state(1)[0] & 0x7FFFFFFF)
+        speaker = task.speaker
+        wave = synthesize(task.text, speaker.espeak_voice, speaker.rate, speaker.pitch, seed=espeak_seed)
+        if task.noise_snr_db is not None:
+            wave = add_noise(wave, task.noise_snr_db, task.noise_color, np.random.default_rng(seeds))
+        out.append((encode_flac(wave), wave.size))
+    return out

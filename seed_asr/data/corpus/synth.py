@@ -7,6 +7,7 @@ out that one :class:`Espeak`.
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import functools
 
@@ -56,6 +57,7 @@ class Espeak:
 
     Attributes:
         sample_rate: rate of the raw synthesis (22050 Hz).
+        version: espeak-ng's version (the audio depends on it).
         voices: valid voice name -> espeak-ng voice file. The names are each voice's own language code
             ("en-gb-scotland", "cmn-latn-pinyin"); ``espeak_SetVoiceByName`` needs the file ("gmw/en"
             for "en-gb"), as it does not find every voice by its language code.
@@ -63,6 +65,15 @@ class Espeak:
     """
 
     def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SynthCallback(self._collect)  # kept referenced: the library calls it
+        self._lib, self.sample_rate = self._open()
+        self.version = self._lib.espeak_Info(None).decode()
+        self.voices = {langs[0]: ident for ident, langs in reversed(self._list_voices(None)) if langs}
+        self.variants = frozenset(ident.split("/", 1)[1] for ident, _ in self._list_voices("variant"))
+
+    def _open(self) -> tuple[ctypes.CDLL, int]:
+        """Load and initialise the library; returns it and its sample rate."""
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
@@ -76,17 +87,28 @@ class Espeak:
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
         data_path = espeakng_loader.get_data_path().encode()
-        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
-        if self.sample_rate <= 0:
+        sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
+        if sample_rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed with data at {data_path.decode()}")
-        self._lib = lib
-        self._chunks: list[np.ndarray] = []
-        self._callback = _SynthCallback(self._collect)  # kept referenced: the library calls it
         lib.espeak_SetSynthCallback(self._callback)
-        self.voices = {langs[0]: ident for ident, langs in reversed(self._list_voices(None)) if langs}
-        self.variants = frozenset(ident.split("/", 1)[1] for ident, _ in self._list_voices("variant"))
         self._current: tuple[str, int, int] | None = None
+        return lib, sample_rate
+
+    def reset(self) -> None:
+        """Unload and reload the library, back to the state of a fresh process.
+
+        espeak-ng keeps signal-generator state (e.g. the pitch flutter phase) from one utterance to
+        the next, which even espeak_Terminate + espeak_Initialize keep; only unloading the library
+        clears it. Reproducible audio therefore needs a reset before a fixed sequence of utterances.
+        (This works while nothing else in the process holds the library open.)
+        """
+        self._lib.espeak_Terminate()
+        _ctypes.dlclose(self._lib._handle)
+        self._lib, self.sample_rate = self._open()
 
     def _collect(self, wav: ctypes._Pointer, num_samples: int, events: int) -> int:
         if num_samples > 0:
@@ -129,14 +151,20 @@ class Espeak:
         self._lib.espeak_SetParameter(_PITCH, pitch, 0)
         self._current = (voice, rate, pitch)
 
-    def synthesize(self, text: str, voice: str, rate: int = 175, pitch: int = 50) -> np.ndarray:
+    def synthesize(
+        self, text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int | None = None
+    ) -> np.ndarray:
         """Speak ``text``.
+
+        The audio depends on ``seed`` (espeak-ng's random generator, seeded from the clock when None)
+        and on what was synthesised since the last :meth:`reset`.
 
         Args:
             text: UTF-8 text.
             voice: "name" or "name+variant".
             rate: words per minute (espeak accepts 80..450).
             pitch: 0..100 (50 is the voice's normal pitch).
+            seed: seed of espeak-ng's random generator for this utterance.
 
         Returns:
             (S,) float32 in [-1, 1] at :attr:`sample_rate`.
@@ -144,6 +172,8 @@ class Espeak:
         self._select(voice, rate, pitch)
         data = text.encode()
         self._chunks.clear()
+        if seed is not None:
+            self._lib.espeak_ng_SetRandSeed(seed)
         status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if status != _EE_OK:
             raise RuntimeError(f"espeak_Synth failed ({status}) for {text!r}")
@@ -168,11 +198,13 @@ def get_engine() -> Espeak:
     return Espeak()
 
 
-def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Speak ``text`` with the process's engine and resample.
+def synthesize(
+    text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int | None = None, sr: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Speak ``text`` with the process's engine (see :meth:`Espeak.synthesize`) and resample.
 
     Returns:
         (S,) float32 waveform at ``sr`` (16 kHz by default).
     """
     engine = get_engine()
-    return resample(engine.synthesize(text, voice, rate, pitch), engine.sample_rate, sr)
+    return resample(engine.synthesize(text, voice, rate, pitch, seed), engine.sample_rate, sr)

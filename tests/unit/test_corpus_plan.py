@@ -1,0 +1,65 @@
+"""Planning of the built-in corpus: splits, dialogues, contexts (no audio)."""
+
+from collections import defaultdict
+
+from seed_asr.data.corpus.build import DEFAULT_SPLITS, _split_targets, plan_corpus
+from seed_asr.data.corpus.texts import DOMAINS, load_lexicon
+from seed_asr.data.corpus.voices import voice_spaces
+
+
+def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS):
+    return plan_corpus(num, seed, ("en", "zh"), (0.6, 0.4), domains, splits, (2, 4), (2, 5), voice_spaces())
+
+
+def test_split_targets_sum_to_the_total():
+    assert _split_targets(2000, DEFAULT_SPLITS) == {"train": 1800, "dev": 100, "test": 100}
+    assert _split_targets(7, {"train": 0.5, "dev": 0.25, "test": 0.25}) == {"train": 3, "dev": 2, "test": 2}
+    assert sum(_split_targets(11, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}).values()) == 11
+
+
+def test_plan_fills_each_split_with_disjoint_texts_and_whole_dialogues():
+    plan = _plan()
+    counts = defaultdict(int)
+    text_splits, dialogue_splits = defaultdict(set), defaultdict(set)
+    for utt in plan:
+        counts[utt.split] += 1
+        text_splits[utt.text].add(utt.split)
+        dialogue_splits[utt.dialogue].add(utt.split)
+    assert dict(counts) == {"train": 270, "dev": 15, "test": 15}
+    assert all(len(s) == 1 for s in text_splits.values())
+    assert all(len(s) == 1 for s in dialogue_splits.values())
+    assert len({utt.key for utt in plan}) == len(plan)
+
+
+def test_dialogue_history_is_the_previous_turn():
+    plan = _plan()
+    by_dialogue = defaultdict(list)
+    for utt in plan:
+        by_dialogue[utt.dialogue].append(utt)
+    for turns in by_dialogue.values():
+        assert turns[0].history == ""
+        assert [t.history for t in turns[1:]] == [t.text for t in turns[:-1]]
+        assert len({(t.lang, t.domain, t.speaker) for t in turns}) == 1  # one domain, one speaker
+        assert 1 <= len(turns) <= 4
+
+
+def test_context_keywords_and_entities_are_consistent():
+    for utt in _plan():
+        lexicon = load_lexicon(utt.lang)
+        assert set(utt.entities) <= set(utt.keywords)
+        assert all(lexicon.occurs(e, utt.text) for e in utt.entities)
+        assert not any(lexicon.occurs(k, utt.text) for k in set(utt.keywords) - set(utt.entities))
+        assert 2 <= len(utt.keywords) - len(utt.entities) <= 5
+
+
+def test_plan_is_deterministic_and_seed_dependent():
+    assert _plan(seed=1) == _plan(seed=1)
+    assert [u.text for u in _plan(seed=1)] != [u.text for u in _plan(seed=2)]
+
+
+def test_plan_mixes_languages_domains_and_speakers():
+    plan = _plan()
+    assert {u.lang for u in plan} == {"en", "zh"} and {u.domain for u in plan} == set(DOMAINS)
+    assert len({u.speaker.voice for u in plan if u.lang == "en"}) >= 5
+    assert all(u.speaker.voice == "cmn-latn-pinyin" for u in plan if u.lang == "zh")
+

@@ -1,0 +1,111 @@
+"""Dialogue texts, entities and keywords of the built-in corpus."""
+
+import random
+import re
+
+import pytest
+
+from seed_asr.data.corpus.numbers import NUMBER_SLOTS
+from seed_asr.data.corpus.synth import get_engine
+from seed_asr.data.corpus.texts import (
+    DOMAINS,
+    LANGUAGES,
+    context_keywords,
+    load_lexicon,
+    make_dialogue,
+    read_word_list,
+)
+
+CJK = re.compile(r"[\u4e00-\u9fff]+")
+
+
+def _dialogues(lang, count=40, seed=0):
+    rng = random.Random(seed)
+    lexicon = load_lexicon(lang)
+    return [(domain, make_dialogue(lexicon, domain, 4, rng)) for domain in DOMAINS for _ in range(count)]
+
+
+def test_entity_lists_are_large_and_disjoint():
+    lists = {name: set(read_word_list(f"{name}.txt")) for name in
+             ("first_names_en", "last_names_en", "places_en", "surnames_zh", "given_names_zh", "places_zh")}
+    for name in ("first_names_en", "last_names_en", "places_en", "places_zh"):
+        assert len(lists[name]) >= 200, name
+    assert len(lists["surnames_zh"]) * len(lists["given_names_zh"]) > 10_000
+    assert not lists["first_names_en"] & lists["last_names_en"]
+    assert not (lists["first_names_en"] | lists["last_names_en"]) & lists["places_en"]
+
+
+def test_unknown_language_is_an_error():
+    with pytest.raises(ValueError, match="unknown language 'fr'"):
+        load_lexicon("fr")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_dialogues_share_entities_and_fill_every_slot(lang):
+    lexicon = load_lexicon(lang)
+    for domain, turns in _dialogues(lang):
+        assert len(turns) == 4
+        assert all(a.text != b.text for a, b in zip(turns, turns[1:], strict=False))
+        for turn in turns:
+            assert "{" not in turn.text and "}" not in turn.text
+            for entity, kind in zip(turn.entities, turn.kinds, strict=True):
+                assert lexicon.occurs(entity, turn.text)
+                assert lexicon.pools[kind].parts  # a known kind
+        first_names = {e for t in turns for e, k in zip(t.entities, t.kinds, strict=True) if k == "first"}
+        assert len(first_names) <= 1, (domain, [t.text for t in turns])  # one person per dialogue
+
+
+def test_some_domains_carry_rare_entities():
+    for lang in LANGUAGES:
+        with_entities = {domain for domain, turns in _dialogues(lang) if any(t.entities for t in turns)}
+        assert {"commands", "contacts"} <= with_entities
+
+
+def test_english_texts_are_words_with_capitals_only_on_entities():
+    for _, turns in _dialogues("en"):
+        for turn in turns:
+            assert not re.search(r"\d", turn.text), turn.text
+            entity_words = {w for e in turn.entities for w in e.split()}
+            for word in re.findall(r"[A-Za-z']+", turn.text):
+                if word[0].isupper():
+                    assert word.removesuffix("'s") in entity_words or word in {"I", "I'm", "I'll"}, turn.text
+
+
+def test_mandarin_texts_are_chinese_characters_only():
+    for _, turns in _dialogues("zh"):
+        for turn in turns:
+            assert CJK.fullmatch(turn.text), turn.text
+
+
+def test_espeak_reads_every_mandarin_character_as_mandarin():
+    """Each character of the Mandarin lexicon is a known Mandarin syllable (no switch to English)."""
+    lexicon = load_lexicon("zh")
+    rng = random.Random(0)
+    numbers = "".join(fn(rng) for fn in NUMBER_SLOTS["zh"].values() for _ in range(20))
+    words = [*lexicon.slots.values(), *lexicon.templates.values(), *(p for pool in lexicon.pools.values()
+                                                                    for p in pool.parts)]
+    chars = set("".join(CJK.findall(numbers + "".join(w for group in words for w in group))))
+    engine = get_engine()
+    for char in sorted(chars):
+        phonemes = engine.phonemes(char, "cmn-latn-pinyin")
+        assert phonemes and "(en)" not in phonemes and re.search(r"\d|ɜ", phonemes), (char, phonemes)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_keywords_hold_the_entities_and_absent_distractors(lang):
+    lexicon = load_lexicon(lang)
+    rng = random.Random(1)
+    for _, turns in _dialogues(lang, count=10):
+        for turn in turns:
+            keywords = context_keywords(turn, lexicon, 4, rng)
+            assert len(keywords) == len(turn.entities) + 4 == len(set(keywords))
+            assert set(turn.entities) <= set(keywords)
+            for distractor in set(keywords) - set(turn.entities):
+                assert not lexicon.occurs(distractor, turn.text)
+
+
+def test_texts_are_deterministic_in_the_seed():
+    assert [[t.text for t in d] for _, d in _dialogues("en", 5, seed=3)] == \
+        [[t.text for t in d] for _, d in _dialogues("en", 5, seed=3)]
+    assert [[t.text for t in d] for _, d in _dialogues("zh", 5, seed=3)] != \
+        [[t.text for t in d] for _, d in _dialogues("zh", 5, seed=4)]
