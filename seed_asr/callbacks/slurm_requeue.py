@@ -37,7 +37,9 @@ class SlurmRequeue(L.Callback):
         signal_name: the signal SLURM sends before the time limit (``#SBATCH --signal=USR1@90``).
     """
 
-    def __init__(self, checkpoint_path: str, job_id: str | int | None = None, signal_name: str = "SIGUSR1") -> None:
+    def __init__(
+        self, checkpoint_path: str, job_id: str | int | None = None, signal_name: str = "SIGUSR1"
+    ) -> None:
         try:
             self.signum = signal.Signals[signal_name]
         except KeyError:
@@ -51,7 +53,8 @@ class SlurmRequeue(L.Callback):
         # only a flag: a signal handler can run between any two bytecodes of the training step
         self.received = True
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's signal connector has recorded the handlers it restores at teardown
         if threading.current_thread() is not threading.main_thread():
             log.warning("SlurmRequeue: not on the main thread, %s is not handled", self.signum.name)
             return
@@ -63,7 +66,9 @@ class SlurmRequeue(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._restore_handler()
 
     def _restore_handler(self) -> None:
@@ -82,7 +87,8 @@ class SlurmRequeue(L.Callback):
         if trainer.is_global_zero and self.job_id is not None:
             result = subprocess.run(["scontrol", "requeue", self.job_id], capture_output=True, text=True)
             if result.returncode:
-                log.error("SlurmRequeue: `scontrol requeue %s` failed: %s", self.job_id, result.stderr.strip())
+                log.error("SlurmRequeue: `scontrol requeue %s` failed: %s", self.job_id,
+                          result.stderr.strip())
             else:
                 log.info("SlurmRequeue: requeued job %s", self.job_id)
         raise SIGTERMException()
