@@ -155,7 +155,7 @@ class LocalSlurm:
             if state == "idle":
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"local slurm: node not idle after {timeout} s (sinfo: {state!r}); see {self.root}")
+        raise RuntimeError(f"local slurm: node not idle after {timeout} s ({state!r}); see {self.root}")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel every job, wait for the queue to drain, stop the daemons by their pid files."""

@@ -115,7 +115,8 @@ def test_pre_timeout_signal_checkpoints_requeues_and_resumes(
 def test_sweep_through_the_local_launcher_with_optuna(corpus: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "seed_asr.train", "-m", "stage=lm", "trainer=cpu",
-           "hparams_search=sft_optuna", "hydra/launcher=local", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+           "hparams_search=sft_optuna", "hydra/launcher=local",
+           "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
            "optimized_metric=val/loss", f"hydra.sweep.dir={sweep}", f"paths.corpus_dir={corpus}",
            "data.batch_size=4", "trainer.max_steps=4", *QUIET]  # 4 steps: one epoch, validated
     env = {**os.environ, **job_env(tmp_path)}

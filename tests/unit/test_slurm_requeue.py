@@ -1,4 +1,4 @@
-"""SlurmRequeue: the pre-timeout signal gives a checkpoint at a step boundary and a stop; a resume continues."""
+"""SlurmRequeue: the pre-timeout signal gives a checkpoint at a step boundary and a stop; resume continues."""
 
 from __future__ import annotations
 
