@@ -78,7 +78,11 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of ``cfg.optimized_metric`` for sweepers."""
     metrics, _ = train(cfg)
     key = cfg.get("optimized_metric")
-    return metrics.get(key) if key else None
+    if not key:
+        return None
+    if key not in metrics:
+        raise KeyError(f"optimized_metric={key!r} was not logged by this run (logged: {sorted(metrics)})")
+    return metrics[key]
 
 
 if __name__ == "__main__":
