@@ -1,13 +1,13 @@
 """The `seed-asr <verb> [hydra overrides]` console script.
 
-Each verb is a module ``seed_asr.<verb>`` with a ``main()`` (a Hydra app, or argparse where a verb
+Each verb is a module ``seed_asr.<verb>`` run as ``__main__`` (a Hydra app, or argparse where a verb
 takes file arguments), so ``seed-asr train stage=sft`` and ``python -m seed_asr.train stage=sft``
 are the same command.
 """
 
 from __future__ import annotations
 
-import importlib
+import runpy
 import sys
 
 VERBS: dict[str, str] = {
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         sys.exit(f"seed-asr: unknown verb {verb!r}; choose one of {', '.join(VERBS)}")
-    module = importlib.import_module(f"seed_asr.{verb}")
     sys.argv = [f"seed-asr {verb}", *rest]
-    module.main()
+    # run as __main__ so Hydra resolves `config_path` relative to the module's file, as with `python -m`
+    runpy.run_module(f"seed_asr.{verb}", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
