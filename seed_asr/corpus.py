@@ -7,6 +7,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from seed_asr.data.cmvn import write_split_cmvn
 from seed_asr.data.corpus.build import build_corpus
 
 log = logging.getLogger(__name__)
@@ -14,8 +15,11 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path="../conf", config_name="corpus", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Build the corpus described by ``cfg`` and log its size per split."""
-    stats = build_corpus(**OmegaConf.to_container(cfg, resolve=True))
+    """Build the corpus described by ``cfg`` (+ the train split's ``cmvn.json``) and log its size per split."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    cmvn_utterances = options.pop("cmvn_utterances")
+    stats = build_corpus(**options)
+    log.info("CMVN statistics: %s", write_split_cmvn(cfg.out_dir, cmvn_utterances))
     for split, numbers in stats["splits"].items():
         log.info("%s: %d utterances, %d dialogues, %.3f h, %d shards", split, numbers["utterances"],
                  numbers["dialogues"], numbers["hours"], numbers["shards"])

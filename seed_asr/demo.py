@@ -31,7 +31,7 @@ def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
     corpus = out / "corpus"
     if not (corpus / "stats.json").exists():
         build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed, overwrite=True)
-    if not (corpus / "cmvn.json").exists():
+    if not (corpus / "cmvn.json").exists():  # the corpus command writes it too
         write_split_cmvn(corpus, cfg.cmvn_utterances)
     return corpus
 

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from omegaconf import DictConfig
 
+from seed_asr.data.cmvn import write_split_cmvn
 from seed_asr.data.shards import ConversionSummary, convert_librispeech, convert_manifest
 
+log = logging.getLogger(__name__)
 FORMATS = {"manifest": convert_manifest, "librispeech": convert_librispeech}
 
 
@@ -22,9 +26,12 @@ def convert(cfg: DictConfig) -> ConversionSummary:
 
 
 @hydra.main(config_path="../conf", config_name="shards", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Convert and log what was written and skipped."""
-    convert(cfg)
+def main(cfg: DictConfig) -> ConversionSummary:
+    """Convert; a converted train split also gets its ``cmvn.json`` (fbank statistics) in ``out_dir``."""
+    summary = convert(cfg)
+    if cfg.split == "train" and cfg.cmvn_utterances > 0:
+        log.info("CMVN statistics: %s", write_split_cmvn(cfg.out_dir, cfg.cmvn_utterances))
+    return summary
 
 
 if __name__ == "__main__":

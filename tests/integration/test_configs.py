@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 from seed_asr.train import _instantiate_dict
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-ROOT_CONFIGS = ("train",)
+ROOT_CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "train")
 # groups whose options are composed into `train`; each option must compose and instantiate
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "quant"})
 
@@ -37,7 +38,17 @@ def test_option_composes_and_instantiates(group: str, option: str, tmp_path: Pat
     OmegaConf.resolve(cfg)  # every interpolation resolves
     if group in {"logger", "callbacks"}:
         assert _instantiate_dict(cfg[group]) or not cfg[group]
+    elif group == "trainer" and cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip("trainer=gpu needs a GPU to instantiate")
     elif group in {"trainer", "strategy", "data"} and "_target_" in cfg[group]:
         assert instantiate(cfg[group]) is not None
     elif group == "stage":
         assert cfg.stage.name and "_target_" in cfg.stage.module
+
+
+@pytest.mark.parametrize("name", ROOT_CONFIGS)
+def test_root_config_composes(name: str) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name)
+    assert cfg
