@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(config_path="../conf", config_name="corpus", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Build the corpus described by ``cfg`` (+ the train split's ``cmvn.json``) and log its size per split."""
+    """Build the corpus of ``cfg`` (+ the train split's ``cmvn.json``); log its size per split."""
     options = OmegaConf.to_container(cfg, resolve=True)
     cmvn_utterances = options.pop("cmvn_utterances")
     stats = build_corpus(**options)
