@@ -9,7 +9,7 @@ export TRITON_CACHE_DIR ?= $(CURDIR)/.cache/triton
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test test-slow lint bench-data
+.PHONY: install demo test test-slow test-slurm lint bench-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +31,9 @@ test-slow: install
 
 lint: install
 	$(PY) -m ruff check seed_asr decoupleq scripts tests
+
+bench-data: install
+	$(PY) scripts/bench_data.py
+
+test-slurm: install
+	$(PY) -m pytest -m slurm -q
