@@ -1,4 +1,4 @@
-"""Shared test fixtures: hermetic environment (offline hubs, offline wandb, caches in the checkout)."""
+"""Shared test set-up: a hermetic environment and a small built-in corpus."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _hermetic_env() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
+# Hermetic tests, set before any test module imports a library that reads these once: offline hubs
+# and wandb, compiled DeepSpeed ops and Triton caches inside the checkout, and (no GPU) Triton
+# kernels in the CPU interpreter (@triton.jit reads TRITON_INTERPRET when a kernel module loads).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+os.environ.setdefault("TRITON_CACHE_DIR", str(ROOT / ".cache" / "triton"))
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
