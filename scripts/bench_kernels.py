@@ -1,10 +1,12 @@
 """Benchmark the decoupleQ Triton kernels against an fp16 matmul measured in the same run.
 
-For each shape (K, N), batch M and weight format it reports the kernel time, the fp16
+For each batch M, shape (K, N) and weight format (batches outermost, the decode and prefill targets
+M = 1 and M = 2048 first, so that an interrupted run keeps them) it reports the kernel time, the fp16
 ``torch.nn.functional.linear`` time, the speed-up, the achieved memory bandwidth (bytes of codes,
 scales, zeros, activations and outputs over time) as a fraction of the card's peak, and the error
-against the torch reference. ``--quick`` runs tiny shapes (also on the CPU under TRITON_INTERPRET=1,
-where times are meaningless and only the code path is exercised).
+against the torch reference, and which kernel path ran (gemv or dequant + cuBLAS). ``--quick`` runs
+tiny shapes (also on the CPU under TRITON_INTERPRET=1, where times are meaningless and only the code
+path is exercised).
 
     python scripts/bench_kernels.py --json bench.json          # GPU
     TRITON_INTERPRET=1 python scripts/bench_kernels.py --quick  # CPU smoke test
@@ -26,8 +28,8 @@ from decoupleq.packing import pack
 
 FORMATS = (("W2 g64", 2, 64), ("W3 g64", 3, 64), ("W4 g64", 4, 64), ("W2 per-channel", 2, -1))
 SHAPES = ((4096, 4096), (4096, 11008), (8192, 8192))
-BATCHES = (1, 16, 64, 256, 2048)
-QUICK_SHAPES, QUICK_BATCHES = ((256, 192),), (1, 16, 80)
+BATCHES = (1, 2048, 16, 256, 64)
+QUICK_SHAPES, QUICK_BATCHES = ((256, 192),), (1, 80)
 PEAK_TBS = {"H200": 4.8, "H100 PCIe": 2.0, "H100": 3.35}  # first match wins; SXM/HBM3 H100 = 3.35
 
 
@@ -65,7 +67,7 @@ def make_weights(k: int, n: int, bits: int, group: int, device: str) -> dict:
 
 def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool) -> dict:
     """Time one (shape, batch, format) against fp16 ``weight`` (N, K) and check it against the reference."""
-    from decoupleq.kernels.triton import dequant_matmul_triton
+    from decoupleq.kernels.triton import GEMV_MAX_M, dequant_matmul_triton
 
     n, k = weight.shape
     x = torch.randn(m, k, device=weight.device).half()
@@ -78,7 +80,8 @@ def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool) -> dict:
     t_fp16 = time_ms(lambda: torch.nn.functional.linear(x, weight), on_gpu)
     io_bytes = 2 * m * (k + n)
     q_bytes = w["packed"].numel() * 4 + 2 * w["scales"].numel() * 2 + io_bytes
-    return {"K": k, "N": n, "M": m, "bits": w["bits"], "group_size": w["group_size"], "ms": t_q,
+    return {"K": k, "N": n, "M": m, "bits": w["bits"], "group_size": w["group_size"],
+            "path": "gemv" if m <= GEMV_MAX_M else "dequant", "ms": t_q,
             "fp16_ms": t_fp16, "speedup": t_fp16 / t_q, "bytes": q_bytes, "fp16_bytes": 2 * n * k + io_bytes,
             "rel_err": rel_err}  # fmt: skip
 
@@ -102,24 +105,45 @@ def main() -> None:
     shapes, batches = (QUICK_SHAPES, QUICK_BATCHES) if args.quick else (SHAPES, BATCHES)
     rows = []
     meta = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "peak_tbs": peak}
-    print(f"{'K x N':>12} {'M':>5} {'format':>15} {'ms':>9} {'fp16 ms':>9} {'speedup':>8} {'BW frac':>8} "
-          f"{'err':>8}")  # fmt: skip
-    for k, n in shapes:
-        weight = torch.randn(n, k, device=device).half() * 0.02
-        for label, bits, group in FORMATS:
-            w = make_weights(k, n, bits, group, device)
-            for m in batches:
-                row = bench_case(w, weight, m, on_gpu)
+    print(f"{'K x N':>12} {'M':>5} {'format':>15} {'path':>8} {'ms':>9} {'fp16 ms':>9} {'speedup':>8} "
+          f"{'BW frac':>8} {'err':>8}")  # fmt: skip
+    weights, fp16_weights = {}, {}
+    for m in batches:
+        for k, n in shapes:
+            if (k, n) not in fp16_weights:
+                fp16_weights[k, n] = torch.randn(n, k, device=device).half() * 0.02
+            for label, bits, group in FORMATS:
+                if (k, n, label) not in weights:
+                    weights[k, n, label] = make_weights(k, n, bits, group, device)
+                row = bench_case(weights[k, n, label], fp16_weights[k, n], m, on_gpu)
                 row["format"] = label
                 tbs = row["bytes"] / row["ms"] / 1e9
                 row["tb_per_s"], row["bw_fraction"] = tbs, (tbs / peak if peak else None)
                 row["fp16_bw_fraction"] = row["fp16_bytes"] / row["fp16_ms"] / 1e9 / peak if peak else None
                 rows.append(row)
                 frac = f"{row['bw_fraction']:.2f}" if peak else "-"
-                print(f"{f'{k}x{n}':>12} {m:>5} {label:>15} {row['ms']:9.4f} {row['fp16_ms']:9.4f} "
-                      f"{row['speedup']:8.2f} {frac:>8} {row['rel_err']:8.1e}", flush=True)  # fmt: skip
+                print(f"{f'{k}x{n}':>12} {m:>5} {label:>15} {row['path']:>8} {row['ms']:9.4f} "
+                      f"{row['fp16_ms']:9.4f} {row['speedup']:8.2f} {frac:>8} {row['rel_err']:8.1e}",
+                      flush=True)  # fmt: skip
                 if args.json:  # rewritten after every row so that an interrupted run keeps its results
                     args.json.write_text(json.dumps({**meta, "results": rows}, indent=1))
+    print_markdown(rows)
+
+
+def print_markdown(rows: list[dict]) -> None:
+    """The results as a markdown table, ordered by shape, format and M (for docs/benchmarks_kernels.md)."""
+    print(
+        "| K x N | M | format | path | kernel ms | fp16 ms | speed-up | BW fraction | fp16 BW fraction "
+        "| rel. err |\n" + "|---" * 10 + "|"
+    )
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    order = {label: i for i, (label, _, _) in enumerate(FORMATS)}
+    for r in sorted(rows, key=lambda r: (r["K"], r["N"], order[r["format"]], r["M"])):
+        print(
+            f"| {r['K']}x{r['N']} | {r['M']} | {r['format']} | {r['path']} | {r['ms']:.4f} "
+            f"| {r['fp16_ms']:.4f} | {r['speedup']:.2f} | {fmt(r['bw_fraction'])} "
+            f"| {fmt(r['fp16_bw_fraction'])} | {r['rel_err']:.1e} |"
+        )
 
 
 if __name__ == "__main__":

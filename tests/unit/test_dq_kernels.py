@@ -18,21 +18,21 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from decoupleq.kernels import dequant_matmul, dequant_matmul_reference  # noqa: E402
-from decoupleq.kernels.triton import dequant_matmul_triton  # noqa: E402
+from decoupleq.kernels.reference import dequantize  # noqa: E402
+from decoupleq.kernels.triton import dequant_matmul_triton, dequantize_triton  # noqa: E402
 from decoupleq.nn import QuantLinear  # noqa: E402
 from decoupleq.packing import pack  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-M_OF_PATH = {"skinny": 5, "gemm": 70}  # neither a multiple of the 16/64-row blocks
+M_OF_PATH = {"gemv": 3, "dequant": 70}
 
 
-def _config(path: str, group: int) -> dict:
+def _config(path: str) -> dict:
     """Fixed large blocks (fast under the interpreter, one compilation per case on a GPU)."""
-    block_k = 64 if group == -1 else min(64, group)
-    if path == "skinny":
-        return {"BLOCK_N": 64, "BLOCK_K": block_k, "SPLIT_K": 2}
-    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": block_k, "GROUP_M": 4}
+    if path == "gemv":  # BLOCK_K = 128 > some group sizes: a tile spans several groups
+        return {"BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 2}
+    return {"BLOCK_N": 128, "BLOCK_K": 64}
 
 
 def _operands(n: int, k: int, bits: int, group: int, dtype: torch.dtype, seed: int = 0):
@@ -46,16 +46,15 @@ def _operands(n: int, k: int, bits: int, group: int, dtype: torch.dtype, seed: i
 
 
 def _check(x, packed, scale, zero, bits, group, bias, path) -> None:
-    y = dequant_matmul_triton(x, packed, scale, zero, bits, group, bias, path=path,
-                              config=_config(path, group))  # fmt: skip
-    f32 = (lambda t: None if t is None else t.float())
+    y = dequant_matmul_triton(x, packed, scale, zero, bits, group, bias, path=path, config=_config(path))
+    f32 = lambda t: None if t is None else t.float()
     ref = dequant_matmul_reference(f32(x), packed, f32(scale), f32(zero), bits, group, f32(bias))
     assert y.dtype == x.dtype and y.shape == ref.shape
     err = (y.float() - ref).abs().max().item()
     assert err <= TOL[x.dtype] * ref.abs().max().item(), (err, ref.abs().max().item())
 
 
-@pytest.mark.parametrize("path", ["skinny", "gemm"])
+@pytest.mark.parametrize("path", ["gemv", "dequant"])
 @pytest.mark.parametrize("group", [32, 64, 128, -1])
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_kernel_matches_reference_fp16(bits: int, group: int, path: str) -> None:
@@ -66,21 +65,40 @@ def test_kernel_matches_reference_fp16(bits: int, group: int, path: str) -> None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("path", ["skinny", "gemm"])
+@pytest.mark.parametrize("path", ["gemv", "dequant"])
 def test_kernel_matches_reference_other_dtypes(dtype: torch.dtype, path: str) -> None:
     packed, scale, zero, bias = _operands(96, 160, 2, 64, dtype, seed=2)
     x = torch.randn(2, M_OF_PATH[path], 160, generator=torch.Generator().manual_seed(3)).to(dtype).to(DEVICE)
     _check(x, packed, scale, zero, 2, 64, bias, path)
 
 
-@pytest.mark.parametrize("m", [1, 16, 64])
-def test_skinny_split_k_without_bias_and_eight_bits(m: int) -> None:
+@pytest.mark.parametrize(("m", "split"), [(1, 1), (2, 5), (16, 3)])
+def test_gemv_split_k_without_bias_and_eight_bits(m: int, split: int) -> None:
+    # 5 splits of 4 tiles: the last split gets none and must still write (zero) partial sums.
     packed, scale, zero, _ = _operands(64, 512, 8, 128, torch.float16, seed=4)
     x = torch.randn(m, 512, generator=torch.Generator().manual_seed(5)).half().to(DEVICE)
-    y = dequant_matmul_triton(x, packed, scale, zero, 8, 128, path="skinny",
-                              config={"BLOCK_N": 64, "BLOCK_K": 64, "SPLIT_K": 4})  # fmt: skip
+    y = dequant_matmul_triton(x, packed, scale, zero, 8, 128, path="gemv",
+                              config={"BLOCK_N": 64, "BLOCK_K": 128, "SPLIT_K": split})  # fmt: skip
     ref = dequant_matmul_reference(x.float(), packed, scale.float(), zero.float(), 8, 128)
     assert (y.float() - ref).abs().max().item() <= TOL[torch.float16] * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_dequantize_matches_reference_transposed(bits: int) -> None:
+    # Row-major scales here (QuantLinear stores them column-major): the kernel takes any strides.
+    packed, scale, zero, _ = _operands(72, 100, bits, 32, torch.float32, seed=7)
+    config = {"BLOCK_N": 64, "BLOCK_K": 64}
+    w = dequantize_triton(packed, scale, zero, bits, 32, 100, torch.float32, config=config)
+    torch.testing.assert_close(w, dequantize(packed, scale, zero, bits, 32, 100).T, rtol=1e-6, atol=1e-6)
+
+
+def test_auto_path_gives_the_same_result_on_both_sides_of_the_switch() -> None:
+    packed, scale, zero, bias = _operands(64, 96, 2, 32, torch.float32, seed=8)
+    x = torch.randn(17, 96, generator=torch.Generator().manual_seed(9)).to(DEVICE)
+    y_dequant = dequant_matmul_triton(x, packed, scale, zero, 2, 32, bias)  # 17 rows: dequant + matmul
+    y_gemv = torch.cat([dequant_matmul_triton(x[:9], packed, scale, zero, 2, 32, bias),
+                        dequant_matmul_triton(x[9:], packed, scale, zero, 2, 32, bias)])  # fmt: skip
+    torch.testing.assert_close(y_gemv, y_dequant, rtol=1e-5, atol=1e-5)
 
 
 def test_quant_linear_triton_backend_forward_and_gradients() -> None:
@@ -103,7 +121,11 @@ def test_quant_linear_triton_backend_forward_and_gradients() -> None:
     torch.testing.assert_close(fast(x), slow(x), rtol=1e-5, atol=1e-5)
 
 
-def test_triton_rejects_unsupported_group_size() -> None:
+def test_triton_rejects_unsupported_group_size_and_block_k() -> None:
     packed, scale, zero, _ = _operands(16, 96, 2, 48, torch.float32)
     with pytest.raises(ValueError, match="group_size"):
         dequant_matmul(torch.randn(2, 96, device=DEVICE), packed, scale, zero, 2, 48, backend="triton")
+    packed, scale, zero, _ = _operands(16, 96, 2, 32, torch.float32)
+    with pytest.raises(ValueError, match="BLOCK_K"):
+        dequant_matmul_triton(torch.randn(2, 96, device=DEVICE), packed, scale, zero, 2, 32,
+                              config={"BLOCK_N": 64, "BLOCK_K": 48})  # fmt: skip
