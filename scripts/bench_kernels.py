@@ -40,11 +40,17 @@ def peak_bandwidth(device_name: str, override: float | None) -> float | None:
     return next((tbs for key, tbs in PEAK_TBS.items() if key in device_name), None)
 
 
-def time_ms(fn: Callable[[], object], on_gpu: bool) -> float:
-    """Median time of ``fn`` in ms (triton.testing.do_bench on a GPU, wall clock otherwise)."""
+def time_ms(fn: Callable[[], object], on_gpu: bool, cudagraph: bool = False) -> float:
+    """Median time of ``fn`` in ms (triton.testing.do_bench on a GPU, wall clock otherwise).
+
+    With ``cudagraph`` the calls are replayed from a captured CUDA graph, which removes the host
+    time of each launch (Python, dispatch, autotuner look-up) and leaves the GPU time.
+    """
     if on_gpu:
         import triton.testing
 
+        if cudagraph:
+            return triton.testing.do_bench_cudagraph(fn, rep=50)
         return triton.testing.do_bench(fn, warmup=10, rep=50)
     fn()
     times = []
@@ -65,7 +71,7 @@ def make_weights(k: int, n: int, bits: int, group: int, device: str) -> dict:
     return {"packed": pack(q, bits), "scales": scale, "zeros": zero, "bits": bits, "group_size": group}
 
 
-def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool) -> dict:
+def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool, cudagraph: bool = False) -> dict:
     """Time one (shape, batch, format) against fp16 ``weight`` (N, K) and check it against the reference."""
     from decoupleq.kernels.triton import GEMV_MAX_M, dequant_matmul_triton
 
@@ -76,8 +82,8 @@ def bench_case(w: dict, weight: torch.Tensor, m: int, on_gpu: bool) -> dict:
     ref = dequant_matmul_reference(x.float(), w["packed"], w["scales"].float(), w["zeros"].float(),
                                    w["bits"], w["group_size"])  # fmt: skip
     rel_err = ((y.float() - ref).abs().max() / ref.abs().max()).item()
-    t_q = time_ms(run, on_gpu)
-    t_fp16 = time_ms(lambda: torch.nn.functional.linear(x, weight), on_gpu)
+    t_q = time_ms(run, on_gpu, cudagraph)
+    t_fp16 = time_ms(lambda: torch.nn.functional.linear(x, weight), on_gpu, cudagraph)
     io_bytes = 2 * m * (k + n)
     q_bytes = w["packed"].numel() * 4 + 2 * w["scales"].numel() * 2 + io_bytes
     return {"K": k, "N": n, "M": m, "bits": w["bits"], "group_size": w["group_size"],
@@ -93,6 +99,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny shapes (smoke test)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--peak-tbs", type=float, help="peak bandwidth, TB/s (default: by card name)")
+    parser.add_argument(
+        "--batches", type=lambda s: [int(v) for v in s.split(",")], help="M values, e.g. 1,2048"
+    )
+    parser.add_argument("--cudagraph", action="store_true", help="time CUDA-graph replays (GPU time only)")
     args = parser.parse_args()
 
     on_gpu = torch.cuda.is_available()
@@ -103,8 +113,15 @@ def main() -> None:
 
     print(f"device: {name}; torch {torch.__version__}; triton {triton.__version__}; peak {peak} TB/s")
     shapes, batches = (QUICK_SHAPES, QUICK_BATCHES) if args.quick else (SHAPES, BATCHES)
+    batches = args.batches or batches
     rows = []
-    meta = {"device": name, "torch": torch.__version__, "triton": triton.__version__, "peak_tbs": peak}
+    meta = {
+        "device": name,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "peak_tbs": peak,
+        "cudagraph": args.cudagraph,
+    }
     print(f"{'K x N':>12} {'M':>5} {'format':>15} {'path':>8} {'ms':>9} {'fp16 ms':>9} {'speedup':>8} "
           f"{'BW frac':>8} {'err':>8}")  # fmt: skip
     weights, fp16_weights = {}, {}
@@ -115,7 +132,7 @@ def main() -> None:
             for label, bits, group in FORMATS:
                 if (k, n, label) not in weights:
                     weights[k, n, label] = make_weights(k, n, bits, group, device)
-                row = bench_case(weights[k, n, label], fp16_weights[k, n], m, on_gpu)
+                row = bench_case(weights[k, n, label], fp16_weights[k, n], m, on_gpu, args.cudagraph)
                 row["format"] = label
                 tbs = row["bytes"] / row["ms"] / 1e9
                 row["tb_per_s"], row["bw_fraction"] = tbs, (tbs / peak if peak else None)
