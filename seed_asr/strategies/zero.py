@@ -30,7 +30,17 @@ def zero_checkpoint_world_size(folder: str | Path) -> int | None:
 class SeedDeepSpeedStrategy(DeepSpeedStrategy):
     """``DeepSpeedStrategy`` plus: checkpoint folders replaced atomically (a kill while saving leaves
     the previous checkpoint), a clear error when resuming on another number of ranks, and a check that
-    optimizer offload runs DeepSpeed's CPU Adam."""
+    optimizer offload runs DeepSpeed's CPU Adam.
+
+    Args:
+        logging_batch_size_per_gpu: DeepSpeed's samples-per-step figure for its own throughput logs.
+            Lightning's "auto" reads the loader's ``batch_size``, which our loaders of ready-made dynamic
+            batches (``batch_size=None``) do not have: a fixed 1 by default.
+        **kwargs: ``DeepSpeedStrategy`` options.
+    """
+
+    def __init__(self, logging_batch_size_per_gpu: int | str = 1, **kwargs: Any) -> None:
+        super().__init__(logging_batch_size_per_gpu=logging_batch_size_per_gpu, **kwargs)
 
     def _init_optimizers(self) -> tuple[Optimizer, LRSchedulerConfig | None]:
         optimizer, scheduler = super()._init_optimizers()
