@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
+
+from seed_asr.utils.launch import run_local_group
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -49,14 +48,8 @@ def train_overrides(
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_group(jobs: list[dict], folder: Path, world_size: int = 2, timeout: float = 900) -> dict:
-    """Start ``world_size`` worker processes (one rank each) running ``jobs``; return rank 0's results.
+    """Run ``jobs`` in a group of ``world_size`` worker processes; return rank 0's results.
 
     Raises:
         AssertionError: a rank failed (with the tail of its log).
@@ -64,35 +57,12 @@ def run_group(jobs: list[dict], folder: Path, world_size: int = 2, timeout: floa
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "spec.json"
     spec.write_text(json.dumps({"jobs": jobs, "result": str(folder / "result.json")}))
-    env = {
-        **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "WORLD_SIZE": str(world_size),
-        "NODE_RANK": "0",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    logs = [folder / f"rank{r}.log" for r in range(world_size)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(spec)],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=logs[r].open("w"),
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        for r in range(world_size)
-    ]
-    try:
-        codes = [p.wait(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    codes = run_local_group([sys.executable, str(WORKER), str(spec)], world_size, folder, env, timeout)
     if any(codes):
-        tails = "\n".join(f"--- rank {r} ---\n{logs[r].read_text()[-4000:]}" for r in range(world_size))
+        tails = "\n".join(
+            f"--- rank {r} ---\n{(folder / f'rank{r}.log').read_text()[-4000:]}" for r in range(world_size)
+        )
         raise AssertionError(f"worker exit codes {codes}\n{tails}")
     return json.loads((folder / "result.json").read_text())
 

@@ -29,18 +29,30 @@ CHECKPOINTING = ["model.encoder.activation_checkpointing=true", "model.llm_gradi
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Shards, and the one-process reference loss curves (the align stage starts from the LM run)."""
+    """Shards, starting checkpoints, and the one-process reference loss curves.
+
+    The LLM stages start from checkpoints (``init_from``) so that every run has the same weights: under
+    ZeRO-3 the LLM is initialised module by module on gathered partitions (seed_asr.models.llm), which
+    draws other random numbers than a plain build. This also checks ``init_from`` into ZeRO-3 partitions.
+    """
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("dist")
     shards = str(write_synthetic_shards(root / "corpus", 1, 8, 0.5, 1.0, seed=0)[0])
-    extra = {"align": [f"stage.init_from={root / 'ref_lm'}"], "sft": [], "ssl": [], "lm": []}
+    for stage in ("lm", "sft"):
+        train(compose_config(train_overrides(stage, shards, steps=2), root / f"init_{stage}"))
+    extra = {
+        "ssl": [],
+        "lm": [f"stage.init_from={root / 'init_lm'}"],
+        "align": [f"stage.init_from={root / 'init_sft'}"],
+        "sft": [f"stage.init_from={root / 'init_sft'}"],
+    }
     refs = {}
     for stage in STAGES:
         run = root / f"ref_{stage}"
         train(compose_config(train_overrides(stage, shards) + extra[stage], run))
         refs[stage] = csv_column(run, "train/loss_global")
     run = root / "ref_sft_bf16"
-    train(compose_config(train_overrides("sft", shards) + BF16_ACCUM, run))
+    train(compose_config(train_overrides("sft", shards) + extra["sft"] + BF16_ACCUM, run))
     refs["sft_bf16"] = csv_column(run, "train/loss_global")
     return {"root": root, "shards": shards, "refs": refs, "extra": extra}
 
@@ -61,7 +73,9 @@ def dist(setup: dict) -> dict:
     jobs.append(
         {
             "name": "sft_bf16-deepspeed_stage_2",
-            "overrides": train_overrides("sft", shards, devices=2, strategy="deepspeed_stage_2") + BF16_ACCUM,
+            "overrides": train_overrides("sft", shards, devices=2, strategy="deepspeed_stage_2")
+            + setup["extra"]["sft"]
+            + BF16_ACCUM,
             "output_dir": str(root / "sft_bf16-deepspeed_stage_2"),
         }
     )
@@ -69,6 +83,7 @@ def dist(setup: dict) -> dict:
         {
             "name": "sft_ckpt-deepspeed_stage_3",
             "overrides": train_overrides("sft", shards, devices=2, strategy="deepspeed_stage_3")
+            + setup["extra"]["sft"]
             + CHECKPOINTING,
             "output_dir": str(root / "sft_ckpt-deepspeed_stage_3"),
         }
