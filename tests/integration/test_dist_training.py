@@ -15,9 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 from dist_helpers import csv_column, run_group, train_overrides
+from safetensors.torch import load_file
 
 from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.export import export_checkpoint
+from seed_asr.inference import load_speech_llm
+from seed_asr.strategies.cpu_deepspeed import CPUDeepSpeedStrategy
+from seed_asr.strategies.zero import zero_checkpoint_world_size
 from seed_asr.train import compose_config, train
+from seed_asr.utils.checkpoints import load_state_from_checkpoint
 
 pytestmark = pytest.mark.distributed
 
@@ -142,3 +148,24 @@ def test_activation_checkpointing_under_zero3_leaves_the_loss_curve_unchanged(
 ) -> None:
     _, curve = dist["sft_ckpt-deepspeed_stage_3"]
     _assert_same_curve(curve, setup["refs"]["sft"], rtol=1e-4)
+
+
+def test_export_of_zero3_checkpoint_matches_ddp_weights(
+    dist: dict, setup: dict, tmp_path: Path
+) -> None:
+    """A 2-rank ZeRO-3 folder consolidates to the weights DDP reached on the same batches."""
+    root = setup["root"]
+    zero3 = export_checkpoint(root / "sft-deepspeed_stage_3", tmp_path / "zero3")
+    ddp = load_state_from_checkpoint(root / "sft-ddp")["state_dict"]
+    exported = load_file(zero3 / "model.safetensors")
+    assert set(exported) == {k.removeprefix("model.") for k in ddp}
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, ddp[f"model.{name}"], rtol=1e-3, atol=1e-4)
+    assert load_speech_llm(zero3).cfg.stage.name == "sft"
+
+
+def test_resuming_zero_states_on_another_world_size_fails_clearly(dist: dict, setup: dict) -> None:
+    folder = setup["root"] / "sft-deepspeed_stage_2" / "checkpoints" / "last.ckpt"
+    assert zero_checkpoint_world_size(folder) == 2
+    with pytest.raises(ValueError, match="partitioned over 2 ranks, but this run has 1.*seed-asr export"):
+        CPUDeepSpeedStrategy(stage=2).load_checkpoint(folder)
