@@ -72,9 +72,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     objects = build(cfg)
     trainer: L.Trainer = objects["trainer"]
-    save_run_files(cfg, cfg.paths.output_dir, environment_info(trainer.world_size))
-    for logger in objects["loggers"]:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    info = environment_info(trainer.world_size)
+    save_run_files(cfg, cfg.paths.output_dir, info)
+    for logger in objects["loggers"]:  # the config, git commit, versions, world size and GPUs
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run_info": info})
     trainer.fit(
         objects["module"],
         datamodule=objects["datamodule"],
