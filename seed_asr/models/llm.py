@@ -59,6 +59,7 @@ def build_qwen2(
     with no_init_weights():
         model = Qwen2ForCausalLM(config)
     _init_partitioned(model, model)
+    model.tie_weights()  # skipped with the init above: without it the LM head would train apart
     return model
 
 
