@@ -11,8 +11,8 @@ from torch import nn
 
 from seed_asr.data.features import Fbank, FeatureExtractor
 from seed_asr.lit.builders import build_speech_llm
-from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, cmvn_from_dict, tokenizer_from_files
-from seed_asr.utils.params import load_state_from_checkpoint
+from seed_asr.lit.tokenizers import cmvn_from_dict, tokenizer_from_files
+from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint
 
 
 @dataclass
@@ -28,7 +28,8 @@ def load_speech_llm(ckpt: str | Path, device: str | torch.device = "cpu") -> Loa
     """Rebuild a speech LLM from a self-contained stage checkpoint.
 
     Args:
-        ckpt: checkpoint file, or a run folder (its ``checkpoints/last.ckpt``).
+        ckpt: Lightning checkpoint file, DeepSpeed checkpoint folder, ``seed-asr export`` folder, or a
+            run folder (its ``checkpoints/last.ckpt``).
         device: where to put the model and the feature extractor.
 
     Raises:

@@ -8,12 +8,28 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seed_asr.utils.atomic_checkpoint import find_checkpoint
 from seed_asr.utils.run_info import environment_info, save_run_files
 
 log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """The ``train`` config with command-line style ``overrides``, outside ``@hydra.main`` (tests,
+    benchmarks, in-process runs); ``paths.output_dir`` is set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
 
 
 def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
@@ -24,12 +40,14 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``"last"`` means the run folder's ``checkpoints/last.ckpt`` when it exists (else a fresh start)."""
+    """``"last"`` means the run folder's ``checkpoints/last.ckpt`` when it exists (else a fresh start);
+    a DeepSpeed folder left as ``last.ckpt.old`` by a kill during its replacement counts too."""
     if ckpt_path != "last":
         return ckpt_path
     last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if last.exists():
-        return str(last)
+    found = find_checkpoint(last)
+    if found is not None:
+        return str(found)
     log.info("ckpt_path=last but %s does not exist: starting from scratch", last)
     return None
 
@@ -54,9 +72,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     objects = build(cfg)
     trainer: L.Trainer = objects["trainer"]
-    save_run_files(cfg, cfg.paths.output_dir, environment_info(trainer.world_size))
-    for logger in objects["loggers"]:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    info = environment_info(trainer.world_size)
+    save_run_files(cfg, cfg.paths.output_dir, info)
+    for logger in objects["loggers"]:  # the config, git commit, versions, world size and GPUs
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run_info": info})
     trainer.fit(
         objects["module"],
         datamodule=objects["datamodule"],

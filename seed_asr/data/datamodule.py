@@ -220,13 +220,25 @@ class ShardDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
         )
 
+    def stream_seed(self) -> int:
+        """Seed of the training stream: ``seed`` at epoch 0, else mixed with the epoch the loader starts
+        in. A run resumed at epoch E (``ckpt_path=last``) thus streams fresh shuffles instead of replaying
+        epoch 0's; within a run, each pass over the shards reshuffles anyway (``StreamSeeds``). The
+        stream keeps no position inside an epoch: a resumed epoch runs its remaining batch count on
+        fresh batches."""
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return (
+            self.seed if epoch == 0 else int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        )
+
     def train_dataset(self) -> wds.DataPipeline:
         """The training stream of this rank: ``len()`` batches per epoch, the same on every rank."""
         if not self.train_specs:
             raise ValueError("no train_shards configured")
+        seed = self.stream_seed()
         sources = [
             wds.DataPipeline(
-                CycledShards(expand_shards(spec), self.rank, self.world_size, self.seed + index),
+                CycledShards(expand_shards(spec), self.rank, self.world_size, seed + index),
                 wds.tarfile_to_samples(handler=log_and_continue),
                 decode_samples,
             )
@@ -235,10 +247,10 @@ class ShardDataModule(L.LightningDataModule):
         mixed = sources[0] if len(sources) == 1 else wds.RandomMix(sources, probs=self.train_weights)
         noise_files = [path for spec in self.noise_specs for path in expand_shards(spec)]
         augmenter = Augmenter(
-            self.speed_factors, self.noise_prob, self.noise_snr_db, noise_files, self.seed, self.rank
+            self.speed_factors, self.noise_prob, self.noise_snr_db, noise_files, seed, self.rank
         )
         batcher = DynamicBatcher(
-            self.max_batch_seconds, self.max_batch_size, self.bucket_buffer, self.seed, self.rank
+            self.max_batch_seconds, self.max_batch_size, self.bucket_buffer, seed, self.rank
         )
         stages = [mixed, augmenter] if augmenter.active else [mixed]
         per_worker = math.ceil(self.batches_per_epoch / max(1, self.num_workers))

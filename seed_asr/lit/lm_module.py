@@ -18,7 +18,10 @@ class LMModule(StageModule):
 
     def build_model(self) -> nn.Module:
         self.tokenizer = resolve_tokenizer(self.cfg)
-        return nn.ModuleDict({"llm": instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)})
+        llm = instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)
+        if self.cfg.model.get("llm_gradient_checkpointing"):
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return nn.ModuleDict({"llm": llm})
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer

@@ -11,7 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, cmvn_to_dict, tokenizer_to_files
+from seed_asr.lit.tokenizers import cmvn_to_dict, tokenizer_to_files
+from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint, init_sources
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class StageModule(L.LightningModule):
         # plain containers only, so checkpoints load with weights_only=True
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         self.model: nn.Module | None = None
+        self.param_counts: dict[str, int] = {}
 
     def build_model(self) -> nn.Module:
         """Return the stage's model (called once, inside ``configure_model``)."""
@@ -44,8 +46,15 @@ class StageModule(L.LightningModule):
         for source in init_sources(stage.get("init_from")):
             init_from_checkpoint(self.model, source["path"], include=source.get("include", [".*"]))
         freeze_by_regex(self.model, list(stage.get("freeze") or []))
-        counts = count_parameters(self.model)
-        log.info("%s: %d trainable of %d parameters", stage.name, counts["trainable"], counts["total"])
+        # under ZeRO-3 (built inside deepspeed.zero.Init) each rank holds only its partition: "local"
+        self.param_counts = count_parameters(self.model)
+        log.info(
+            "%s: %d trainable of %d parameters, %d held by this process",
+            stage.name,
+            self.param_counts["trainable"],
+            self.param_counts["total"],
+            self.param_counts["local"],
+        )
 
     def on_fit_start(self) -> None:
         counts = count_parameters(self.model)

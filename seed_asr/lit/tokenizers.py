@@ -18,10 +18,8 @@ from transformers import PreTrainedTokenizerBase
 from seed_asr.data.features import GlobalCMVN
 from seed_asr.data.records import iter_records
 from seed_asr.data.text import load_tokenizer, train_tokenizer
-from seed_asr.utils.params import init_sources, load_state_from_checkpoint
-
-TOKENIZER_KEY = "tokenizer_files"
-CMVN_KEY = "cmvn"
+from seed_asr.utils.checkpoints import TOKENIZER_KEY, load_state_from_checkpoint
+from seed_asr.utils.params import init_sources
 
 
 def cmvn_to_dict(cmvn: GlobalCMVN) -> dict[str, list[float]]:

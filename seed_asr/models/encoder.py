@@ -229,7 +229,8 @@ class ConformerEncoder(nn.Module):
         """
         check_feats(feats, feat_lens, self.input_dim, self.min_input_frames)
         feats = feats.masked_fill(~padding_mask(feat_lens, feats.shape[1])[..., None], 0.0)
-        x = self.subsample(feats)
+        # DeepSpeed bf16/fp16 keeps the weights themselves in half precision (no autocast): follow them
+        x = self.subsample(feats.to(next(self.subsample.parameters()).dtype))
         lens = self.output_lengths(feat_lens)
         x = x[:, : int(lens.max())]
         valid = padding_mask(lens, x.shape[1])

@@ -14,6 +14,7 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+from transformers.initialization import no_init_weights
 
 
 def build_qwen2(
@@ -50,7 +51,38 @@ def build_qwen2(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return Qwen2ForCausalLM(config)
+    if not _zero3_init_active():
+        return Qwen2ForCausalLM(config)
+    # Inside deepspeed.zero.Init (ZeRO-3, StageModule.configure_model) each parameter is partitioned as
+    # soon as its module is built, and transformers' weight init cannot index into the empty local
+    # tensors: build without it, then run the same init module by module on gathered parameters.
+    with no_init_weights():
+        model = Qwen2ForCausalLM(config)
+    _init_partitioned(model, model)
+    model.tie_weights()  # skipped with the init above: without it the LM head would train apart
+    return model
+
+
+def _zero3_init_active() -> bool:
+    """Whether parameters created now are partitioned by an active ``deepspeed.zero.Init``."""
+    try:
+        from deepspeed.runtime.zero import partition_parameters
+    except ImportError:
+        return False
+    return partition_parameters.zero_init_context > 0
+
+
+@torch.no_grad()
+def _init_partitioned(model: PreTrainedModel, module: torch.nn.Module) -> None:
+    """``model``'s weight init of ``module`` and its children, children first (transformers' order, so
+    the random draws match a model built without ZeRO), each module's own parameters gathered with
+    rank 0's values broadcast."""
+    import deepspeed
+
+    for child in module.children():
+        _init_partitioned(model, child)
+    with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=0):
+        model._init_weights(module)
 
 
 def load_causal_lm(tokenizer: PreTrainedTokenizerBase, path: str, dtype: str = "float32") -> PreTrainedModel:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import torch
 from lightning.fabric.utilities.seed import reset_seed
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.strategies import DDPStrategy
+
+from seed_asr.strategies.zero import SeedDeepSpeedStrategy
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class CPUDeepSpeedStrategy(SeedDeepSpeedStrategy):
     """``DeepSpeedStrategy`` for ``accelerator="cpu"`` (tests and CPU-only debugging)."""
 
     strategy_name = "deepspeed_cpu"
@@ -33,12 +35,12 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
         return torch.device("cpu", self.local_rank)
 
 
-def deepspeed_strategy(accelerator: str = "auto", **kwargs) -> DeepSpeedStrategy:
-    """A DeepSpeed strategy for the trainer's accelerator: the CPU subclass on CPU, Lightning's otherwise.
+def deepspeed_strategy(accelerator: str = "auto", **kwargs) -> SeedDeepSpeedStrategy:
+    """A DeepSpeed strategy for the trainer's accelerator: the CPU subclass on CPU, the GPU one otherwise.
 
     Args:
         accelerator: the trainer's ``accelerator`` setting (``"cpu"``, ``"gpu"``, ``"auto"``).
         **kwargs: ``DeepSpeedStrategy`` options (``stage``, ``offload_optimizer``, ...).
     """
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    return (CPUDeepSpeedStrategy if on_cpu else DeepSpeedStrategy)(**kwargs)
+    return (CPUDeepSpeedStrategy if on_cpu else SeedDeepSpeedStrategy)(**kwargs)

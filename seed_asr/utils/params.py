@@ -12,6 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from seed_asr.utils.checkpoints import load_state_from_checkpoint
+
 log = logging.getLogger(__name__)
 
 
@@ -39,25 +41,28 @@ def freeze_by_regex(module: nn.Module, patterns: Sequence[str]) -> list[str]:
     return frozen
 
 
+def is_zero3_partitioned(param: nn.Parameter) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned ``param`` (its data then lives in ``param.ds_tensor``)."""
+    return hasattr(param, "ds_id")
+
+
+def _numel(param: nn.Parameter) -> int:
+    return param.ds_numel if is_zero3_partitioned(param) else param.numel()
+
+
+def _local_numel(param: nn.Parameter) -> int:
+    return param.ds_tensor.numel() if is_zero3_partitioned(param) else param.numel()
+
+
 def count_parameters(module: nn.Module) -> dict[str, int]:
-    """Trainable and total parameter counts."""
-    total = sum(p.numel() for p in module.parameters())
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return {"trainable": trainable, "total": total}
-
-
-def load_state_from_checkpoint(path: str | Path) -> dict:
-    """Load a Lightning checkpoint (or a plain state dict) safely with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: the path does not exist (named in the message).
-    """
-    path = Path(path)
-    if path.is_dir():  # a run folder: take its last checkpoint
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.exists():
-        raise FileNotFoundError(f"init_from checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Trainable and total parameter counts, and how many elements this process holds (``local``:
+    the total, except under ZeRO-3 where each rank holds its partition)."""
+    params = list(module.parameters())
+    return {
+        "trainable": sum(_numel(p) for p in params if p.requires_grad),
+        "total": sum(_numel(p) for p in params),
+        "local": sum(_local_numel(p) for p in params),
+    }
 
 
 def init_from_checkpoint(
@@ -78,13 +83,16 @@ def init_from_checkpoint(
     state = ckpt.get("state_dict", ckpt)
     state = {k.removeprefix("model."): v for k, v in state.items()}
     own = module.state_dict()
+    params = dict(module.named_parameters())
     rxs = [re.compile(p) for p in include]
     loaded = {}
     for name, tensor in state.items():
         if name not in own or not any(rx.search(name) for rx in rxs):
             continue
-        if own[name].shape != tensor.shape:
-            shapes = f"{tuple(tensor.shape)}, model wants {tuple(own[name].shape)}"
+        own_shape = params[name].ds_shape if name in params and is_zero3_partitioned(params[name]) else None
+        own_shape = tuple(own_shape or own[name].shape)
+        if own_shape != tuple(tensor.shape):
+            shapes = f"{tuple(tensor.shape)}, model wants {own_shape}"
             msg = f"init_from {path}: {name} has shape {shapes}"
             if strict_shapes:
                 raise ValueError(msg)
@@ -93,9 +101,28 @@ def init_from_checkpoint(
         loaded[name] = tensor
     if not loaded:
         raise ValueError(f"init_from {path}: no tensor matches the model and patterns {list(include)}")
-    module.load_state_dict(loaded, strict=False)
+    partitioned = [p for n, p in params.items() if n in loaded and is_zero3_partitioned(p)]
+    if partitioned:
+        _load_partitioned(module, loaded, partitioned)
+    else:
+        module.load_state_dict(loaded, strict=False)
     log.info("initialised %d tensors from %s", len(loaded), path)
     return sorted(loaded)
+
+
+def _load_partitioned(module: nn.Module, state: dict[str, torch.Tensor], params: list[nn.Parameter]) -> None:
+    """``load_state_dict`` for a ZeRO-3 model built inside ``deepspeed.zero.Init``: each parameter is
+    gathered alone, overwritten on rank 0 and re-partitioned, so the full model is never materialised."""
+    import deepspeed  # only ZeRO-3 runs get here
+
+    names = {id(p): n for n, p in module.named_parameters()}
+    for param in params:
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0), torch.no_grad():
+            param.copy_(state[names[id(param)]])
+    param_names = {names[id(p)] for p in params}
+    buffers = {n: t for n, t in state.items() if n not in param_names}
+    if buffers:
+        module.load_state_dict(buffers, strict=False)
 
 
 def init_sources(init_from: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,104 @@
+"""Reading every kind of checkpoint a run leaves, as one Lightning-shaped dict.
+
+Kinds: a Lightning checkpoint file; a DeepSpeed ZeRO checkpoint folder (any stage, any world size,
+consolidated to fp32 by DeepSpeed's ``zero_to_fp32``); an export folder of ``seed-asr export``; a run
+folder (its ``checkpoints/last.ckpt``). Every reader returns ``{"state_dict": {"model.<name>": tensor},
+"hyper_parameters": {"cfg": ...}, "tokenizer_files": ..., "cmvn": ...}`` (the last three when present).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from seed_asr.utils.atomic_checkpoint import find_checkpoint
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_KEY = "tokenizer_files"
+CMVN_KEY = "cmvn"
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.yaml"
+EXPORT_TOKENIZER = "tokenizer"
+EXPORT_CMVN = "cmvn.json"
+# Lightning wraps the LightningModule before handing it to DeepSpeed
+_DEEPSPEED_PREFIX = "_forward_module."
+
+
+def is_export_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``seed-asr export``."""
+    return (path / EXPORT_WEIGHTS).is_file() and (path / EXPORT_CONFIG).is_file()
+
+
+def is_zero_folder(path: Path) -> bool:
+    """Whether ``path`` is a DeepSpeed checkpoint folder (as Lightning writes ``*.ckpt`` with DeepSpeed)."""
+    return path.is_dir() and any(path.glob("*/*model_states.pt"))
+
+
+def _safe_load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError or RuntimeError for disallowed objects
+        raise ValueError(f"{path} does not load with torch.load(weights_only=True): {err}") from err
+
+
+def read_export_folder(path: Path) -> dict[str, Any]:
+    """An export folder as a Lightning-shaped dict."""
+    state: dict[str, Any] = {
+        "state_dict": {f"model.{k}": v for k, v in load_file(path / EXPORT_WEIGHTS).items()},
+        "hyper_parameters": {"cfg": OmegaConf.to_container(OmegaConf.load(path / EXPORT_CONFIG))},
+    }
+    tokenizer = path / EXPORT_TOKENIZER
+    if tokenizer.is_dir():
+        state[TOKENIZER_KEY] = {
+            f.name: f.read_text(encoding="utf-8") for f in tokenizer.iterdir() if f.is_file()
+        }
+    if (path / EXPORT_CMVN).is_file():
+        state[CMVN_KEY] = json.loads((path / EXPORT_CMVN).read_text())
+    return state
+
+
+def read_zero_folder(path: Path) -> dict[str, Any]:
+    """A DeepSpeed ZeRO checkpoint folder as a Lightning-shaped dict with fp32 weights.
+
+    Every file is first loaded with ``weights_only=True`` (so a folder holding arbitrary pickled objects
+    is refused) before DeepSpeed's own consolidation, which reads its files with full unpickling.
+    """
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    files = sorted(path.glob("*/*.pt"))
+    client = None
+    for f in files:
+        loaded = _safe_load(f)
+        if f.name.endswith("model_states.pt") and (client is None or f.name.startswith("mp_rank_00")):
+            client = loaded
+        del loaded
+    weights = get_fp32_state_dict_from_zero_checkpoint(str(path))
+    state = {k: v for k, v in client.items() if k not in {"module", "optimizer", "lr_scheduler"}}
+    state["state_dict"] = {k.removeprefix(_DEEPSPEED_PREFIX): v for k, v in weights.items()}
+    return state
+
+
+def load_state_from_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load any checkpoint kind (see the module docstring) safely.
+
+    Raises:
+        FileNotFoundError: the path does not exist (named in the message).
+        ValueError: a file holds more than tensors and plain containers.
+    """
+    path = Path(path)
+    if path.is_dir() and not is_export_folder(path) and not is_zero_folder(path):  # a run folder
+        path = find_checkpoint(path / "checkpoints" / "last.ckpt") or path / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if is_export_folder(path):
+        return read_export_folder(path)
+    if is_zero_folder(path):
+        return read_zero_folder(path)
+    return _safe_load(path)
