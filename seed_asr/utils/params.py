@@ -83,7 +83,7 @@ def init_from_checkpoint(
     state = ckpt.get("state_dict", ckpt)
     state = {k.removeprefix("model."): v for k, v in state.items()}
     own = module.state_dict()
-    params = dict(module.named_parameters())
+    params = dict(module.named_parameters(remove_duplicate=False))  # tied weights under every name
     rxs = [re.compile(p) for p in include]
     loaded = {}
     for name, tensor in state.items():
@@ -101,7 +101,7 @@ def init_from_checkpoint(
         loaded[name] = tensor
     if not loaded:
         raise ValueError(f"init_from {path}: no tensor matches the model and patterns {list(include)}")
-    partitioned = [p for n, p in params.items() if n in loaded and is_zero3_partitioned(p)]
+    partitioned = {n: p for n, p in params.items() if n in loaded and is_zero3_partitioned(p)}
     if partitioned:
         _load_partitioned(module, loaded, partitioned)
     else:
@@ -110,17 +110,22 @@ def init_from_checkpoint(
     return sorted(loaded)
 
 
-def _load_partitioned(module: nn.Module, state: dict[str, torch.Tensor], params: list[nn.Parameter]) -> None:
+def _load_partitioned(
+    module: nn.Module, state: dict[str, torch.Tensor], params: dict[str, nn.Parameter]
+) -> None:
     """``load_state_dict`` for a ZeRO-3 model built inside ``deepspeed.zero.Init``: each parameter is
-    gathered alone, overwritten on rank 0 and re-partitioned, so the full model is never materialised."""
+    gathered alone, overwritten on rank 0 and re-partitioned, so the full model is never materialised.
+    A tied parameter (several names) is written once."""
     import deepspeed  # only ZeRO-3 runs get here
 
-    names = {id(p): n for n, p in module.named_parameters()}
-    for param in params:
+    done: set[int] = set()
+    for name, param in params.items():
+        if id(param) in done:
+            continue
+        done.add(id(param))
         with deepspeed.zero.GatheredParameters([param], modifier_rank=0), torch.no_grad():
-            param.copy_(state[names[id(param)]])
-    param_names = {names[id(p)] for p in params}
-    buffers = {n: t for n, t in state.items() if n not in param_names}
+            param.copy_(state[name])
+    buffers = {n: t for n, t in state.items() if n not in params}
     if buffers:
         module.load_state_dict(buffers, strict=False)
 
