@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ def is_zero_folder(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*/*model_states.pt"))
 
 
-def _safe_load(path: Path) -> dict[str, Any]:
+def _safe_load(path: Path, allowed: Sequence[type] = ()) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError or RuntimeError for disallowed objects
         raise ValueError(f"{path} does not load with torch.load(weights_only=True): {err}") from err
 
@@ -70,12 +72,15 @@ def read_zero_folder(path: Path) -> dict[str, Any]:
     Every file is first loaded with ``weights_only=True`` (so a folder holding arbitrary pickled objects
     is refused) before DeepSpeed's own consolidation, which reads its files with full unpickling.
     """
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     files = sorted(path.glob("*/*.pt"))
     client = None
     for f in files:
-        loaded = _safe_load(f)
+        # DeepSpeed stores its ZeRO stage (an IntEnum) and loss-scaler settings beside the tensors
+        loaded = _safe_load(f, allowed=(ZeroStageEnum, LossScaler))
         if f.name.endswith("model_states.pt") and (client is None or f.name.startswith("mp_rank_00")):
             client = loaded
         del loaded
