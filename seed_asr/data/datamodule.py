@@ -49,7 +49,45 @@ def _as_list(value: str | Sequence[Any] | None) -> list[Any]:
     return [value] if isinstance(value, str) else list(value)
 
 
-class ShardDataModule(L.LightningDataModule):
+class SpeechDataModule(L.LightningDataModule):
+    """What every speech DataModule shares: its rank and world size, and fbank features computed on
+    the batch's device after transfer (``feats`` (B, T, 80), ``feat_lens`` (B,); SpecAugment only
+    while training, when the feature extractor has one).
+
+    Args:
+        rank: this process's rank (default: the trainer's, else 0).
+        world_size: number of ranks (default: the trainer's, else 1).
+    """
+
+    def __init__(self, rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__()
+
+    @property
+    def rank(self) -> int:
+        """This process's rank: the explicit argument, else the trainer's, else 0."""
+        if self._rank is not None:
+            return self._rank
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks: the explicit argument, else the trainer's, else 1."""
+        if self._world_size is not None:
+            return self._world_size
+        return self.trainer.world_size if self.trainer is not None else 1
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Add ``feats`` (B, T, 80) and ``feat_lens`` (B,) on the batch's device (SpecAugment if training)."""
+        if self.features is None:
+            self.setup()
+        audio = batch["audio"]
+        self.features.to(audio.device)
+        training = self.trainer is not None and self.trainer.training
+        batch["feats"], batch["feat_lens"] = self.features(audio, batch["audio_lens"], augment=training)
+        return batch
+
+
+class ShardDataModule(SpeechDataModule):
     """Speech batches from webdataset shards.
 
     Args:
@@ -123,7 +161,7 @@ class ShardDataModule(L.LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(rank, world_size)
         self.train_specs = _as_list(train_shards)
         self.train_weights = [float(w) for w in train_weights] if train_weights is not None else None
         if self.train_weights is not None and (
@@ -157,21 +195,7 @@ class ShardDataModule(L.LightningDataModule):
         self._rank, self._world_size = rank, world_size
         self.features: FeatureExtractor | None = None
 
-    # ----- ranks and set-up -------------------------------------------------------------------------
-    @property
-    def rank(self) -> int:
-        """This process's rank: the explicit argument, else the trainer's, else 0."""
-        if self._rank is not None:
-            return self._rank
-        return self.trainer.global_rank if self.trainer is not None else 0
-
-    @property
-    def world_size(self) -> int:
-        """Number of ranks: the explicit argument, else the trainer's, else 1."""
-        if self._world_size is not None:
-            return self._world_size
-        return self.trainer.world_size if self.trainer is not None else 1
-
+    # ----- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Load (or compute and save) the normalisation statistics and build the feature extractor."""
         if self.features is None:
@@ -281,14 +305,3 @@ class ShardDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test batches, each sample once over all ranks."""
         return self._loader(self.eval_dataset(self.test_specs, "test"))
-
-    # ----- features on the accelerator -------------------------------------------------------------
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Add ``feats`` (B, T, 80) and ``feat_lens`` (B,) on the batch's device (SpecAugment if training)."""
-        if self.features is None:
-            self.setup()
-        audio = batch["audio"]
-        self.features.to(audio.device)
-        training = self.trainer is not None and self.trainer.training
-        batch["feats"], batch["feat_lens"] = self.features(audio, batch["audio_lens"], augment=training)
-        return batch

@@ -14,12 +14,12 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from seed_asr.data.cmvn import load_cmvn
+from seed_asr.data.datamodule import SpeechDataModule
 from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN
 from seed_asr.data.pipeline import Collator, Utterance
 from seed_asr.data.records import iter_records
@@ -41,7 +41,7 @@ class _Batches(IterableDataset):
         return len(self.batches)
 
 
-class FixedBatchDataModule(L.LightningDataModule):
+class FixedBatchDataModule(SpeechDataModule):
     """Fixed global batches of synthetic audio with the training shards' transcripts.
 
     Batches follow the ShardDataModule contract (``audio``, ``audio_lens``, ``keys``, ``texts``,
@@ -75,7 +75,7 @@ class FixedBatchDataModule(L.LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(rank, world_size)
         if global_batch_size < 1 or num_batches < 1 or val_batches < 0 or seconds <= 0:
             raise ValueError(
                 "need global_batch_size >= 1, num_batches >= 1, val_batches >= 0 and seconds > 0, got "
@@ -84,24 +84,8 @@ class FixedBatchDataModule(L.LightningDataModule):
         self.train_shards, self.global_batch_size = train_shards, global_batch_size
         self.num_batches, self.val_batches = num_batches, val_batches
         self.seconds, self.text_chars, self.cmvn_path, self.seed = seconds, text_chars, cmvn_path, seed
-        self._rank, self._world_size = rank, world_size
         self.collator = Collator()
-        self.features: FeatureExtractor | None = None
         self._global: list[list[Utterance]] = []
-
-    @property
-    def rank(self) -> int:
-        """The explicit rank, else the trainer's, else 0."""
-        if self._rank is not None:
-            return self._rank
-        return self.trainer.global_rank if self.trainer is not None else 0
-
-    @property
-    def world_size(self) -> int:
-        """The explicit world size, else the trainer's, else 1."""
-        if self._world_size is not None:
-            return self._world_size
-        return self.trainer.world_size if self.trainer is not None else 1
 
     def setup(self, stage: str | None = None) -> None:
         """Build the global batches (once) and the feature extractor."""
@@ -148,11 +132,3 @@ class FixedBatchDataModule(L.LightningDataModule):
         if not self.val_batches:
             return []
         return DataLoader(_Batches(self._rank_batches(self._global[self.num_batches :])), batch_size=None)
-
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Add ``feats`` (B, T, 80) and ``feat_lens`` (B,) on the batch's device."""
-        if self.features is None:
-            self.setup()
-        self.features.to(batch["audio"].device)
-        batch["feats"], batch["feat_lens"] = self.features(batch["audio"], batch["audio_lens"])
-        return batch

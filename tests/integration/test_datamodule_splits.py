@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import webdataset as wds
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader, get_worker_info
 
 from seed_asr.data.audio import encode_flac
@@ -141,11 +139,3 @@ def test_mixing_weights_give_the_requested_proportions(shards):
     assert len(keys) >= 400
     share = sum(k.startswith("a") for k in keys) / len(keys)
     assert abs(share - 0.75) < 0.07
-
-
-@pytest.mark.parametrize("name", ["builtin", "manifest_shards"])
-def test_data_configs_compose_and_instantiate(name, tmp_path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(overrides=[f"+data={name}", f"++data.output_dir={tmp_path}"])
-    dm = instantiate(cfg.data)
-    assert isinstance(dm, ShardDataModule) and dm.train_specs
