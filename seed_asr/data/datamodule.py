@@ -61,6 +61,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def __init__(self, rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
+        self._rank, self._world_size = rank, world_size
+        self.features: FeatureExtractor | None = None
 
     @property
     def rank(self) -> int:
