@@ -57,7 +57,11 @@ def logged(run: Path, key: str) -> list[float]:
     ("strategy", "extra"),
     [
         ("ddp", []),
-        ("deepspeed_stage_2", ["stage.rl.nbest_source=sampling", "stage.rl.nbest=3"]),
+        (
+            "deepspeed_stage_2",
+            # the dynamic-batch loader has no batch_size for Lightning to read
+            ["stage.rl.nbest_source=sampling", "stage.rl.nbest=3", "+strategy.logging_batch_size_per_gpu=1"],
+        ),
     ],
 )
 def test_rl_runs_in_step_on_two_ranks(corpus, tmp_path, strategy, extra):
