@@ -154,11 +154,11 @@ class RLModule(ASRModule):
     def build_model(self) -> nn.Module:
         model = super().build_model()
         self.mwer = MWERConfig(**self.cfg.stage.rl)
-        self.nbest_decoding = DecodingConfig(**self.cfg.decoding)
         return model
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = mwer_step(self.model, batch, self.mwer, self.nbest_decoding, use_context=self._use_context())
+        # beam search keeps the validation decoding's length penalty and repetition guard
+        out = mwer_step(self.model, batch, self.mwer, self.decoding, use_context=self._use_context())
         n = len(batch["texts"])
         for key, value in out.items():
             self.log(f"train/{key}", value, prog_bar=key in ("loss", "expected_wer"), batch_size=n)

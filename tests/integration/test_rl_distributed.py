@@ -45,7 +45,7 @@ def run_rl(corpus: Path, run: Path, *overrides: str) -> subprocess.CompletedProc
         "trainer.log_every_n_steps=1", f"hydra.run.dir={run}", *overrides,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def logged(run: Path, key: str) -> list[float]:
