@@ -1,0 +1,1 @@
+"""Sequence-level training objectives (pure tensor functions)."""

@@ -1,0 +1,61 @@
+"""The RL stage's figures for the demo report: WER and keyword metrics before / after RL.
+
+``seed-asr eval`` already writes every number (``results.json``: ``wer``, ``b_wer``, ``u_wer``,
+``keyword_recall``); this module only compares runs. A control run (the starting model trained for
+the same steps with the SFT loss) separates the effect of the RL objective from that of more steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+METRICS = ("wer", "b_wer", "u_wer", "keyword_recall")
+
+
+def relative_change(before: float, after: float) -> float:
+    """(after - before) / before; negative is a reduction (NaN when before is 0)."""
+    return (after - before) / before if before else float("nan")
+
+
+def rl_gains(
+    evals: Mapping[str, Mapping[str, Any]], before: str, after: str, control: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of the runs and the relative change of each against `before`.
+
+    Args:
+        evals: run name -> ``seed-asr eval`` metrics (``results.json["metrics"]``).
+        before: the run RL started from (sft or context_sft).
+        after: the RL run.
+        control: the same start trained with the SFT loss for as many steps (optional).
+
+    Returns:
+        {metric: {"<run>": value, "<run>_rel": relative change vs before}} for the metrics present.
+    """
+    runs = [r for r in (before, after, control) if r]
+    missing = [r for r in runs if r not in evals]
+    if missing:
+        raise KeyError(f"no evaluation results for run(s) {missing}")
+    out: dict[str, dict[str, float]] = {}
+    for metric in METRICS:
+        if not all(metric in evals[r] for r in runs):
+            continue
+        row = {r: float(evals[r][metric]) for r in runs}
+        for r in runs[1:]:
+            row[f"{r}_rel"] = relative_change(row[before], row[r])
+        out[metric] = row
+    return out
+
+
+def rl_report_lines(
+    gains: Mapping[str, Mapping[str, float]], before: str, after: str, control: str | None = None
+) -> list[str]:
+    """A markdown table of `rl_gains`: one row per metric, values in %, changes relative to `before`."""
+    runs = [r for r in (before, after, control) if r]
+    header = ["metric", *runs, *(f"{r} vs {before}" for r in runs[1:])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric, row in gains.items():
+        values = [f"{100 * row[r]:.2f}" for r in runs]
+        changes = [f"{100 * row[f'{r}_rel']:+.1f}% rel" for r in runs[1:]]
+        lines.append("| " + " | ".join([metric, *values, *changes]) + " |")
+    return lines
