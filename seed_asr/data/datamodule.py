@@ -194,8 +194,6 @@ class ShardDataModule(SpeechDataModule):
         self.num_workers, self.persistent_workers = num_workers, persistent_workers
         self.prefetch_factor, self.pin_memory = prefetch_factor, pin_memory
         self.seed, self.collator = seed, Collator(tokenizer)
-        self._rank, self._world_size = rank, world_size
-        self.features: FeatureExtractor | None = None
 
     # ----- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
