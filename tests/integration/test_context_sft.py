@@ -16,9 +16,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from seed_asr.data.audio import SAMPLE_RATE, encode_flac
-from seed_asr.data.contexts import keyword_occurs
+from seed_asr.data.contexts import check_fractions, keyword_occurs
 from seed_asr.data.prompts import PromptBuilder
 from seed_asr.data.synthetic import synthetic_wave
+from seed_asr.decoding.joint import JointConfig
+from seed_asr.decoding.recognize import DecodingConfig
 from seed_asr.measure_context import CONF_DIR, context_report_lines, measure_context
 from seed_asr.train import train
 from seed_asr.transcribe import main as transcribe_main
@@ -85,6 +87,7 @@ def run_stage(stage: str, corpus: Path, run: Path, init_from: Path | None = None
         "data.num_workers=0",
         "data.batches_per_epoch=2",
         "data.max_batch_seconds=8",
+        "data.max_duration=4",
         "data.bucket_buffer=0",
         "trainer.max_steps=2",
         "callbacks.progress_bar=null",
@@ -167,3 +170,12 @@ def test_transcribe_puts_history_and_hot_words_into_the_prompt(runs, corpus, tmp
     assert out[0] == str(wav) and len(out) == 2
     context = {"history": "hello", "keywords": ["Okonkwo", "Ilse"]}
     assert context in seen and None in seen  # joint beam search: with and without the context
+
+
+def test_shipped_configs_build_the_context_stage_and_joint_decoding():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["stage=context_sft", "decoding=joint_beam"])
+    assert check_fractions(cfg.stage.context_mix) and cfg.stage.val_use_context
+    decoding = DecodingConfig(**cfg.decoding)
+    assert decoding.method == "joint_beam" and decoding.joint == JointConfig(0.5, 8.0)

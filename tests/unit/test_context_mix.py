@@ -11,6 +11,8 @@ from seed_asr.data.contexts import (
     keyword_occurs,
     mix_contexts,
 )
+from seed_asr.data.prompts import PromptBuilder
+from seed_asr.data.text import train_tokenizer
 from seed_asr.metrics.wer import hallucinated_keywords
 
 
@@ -105,3 +107,17 @@ def test_keyword_occurs_and_hallucinated_keywords_follow_the_wer_normaliser():
     hyp, ref = "call Brandvold Okonkwo Brandvold Ilse", "call Brandvold Okonkwo"
     assert hallucinated_keywords(hyp, ref, ["Brandvold", "Okonkwo", "brandvold"]) == 1
     assert hallucinated_keywords("今天北京", "今天", ["北京"], lang="zh") == 1
+
+
+def test_prompt_shows_a_title_within_the_context_budget():
+    tokenizer = train_tokenizer(["call okonkwo", "weekly budget meeting"] * 3, vocab_size=300, kind="char")
+    context = {"title": "weekly budget meeting", "history": "hello there", "keywords": ["okonkwo"]}
+    builder = PromptBuilder(tokenizer, max_context_tokens=200)
+    assert builder.context_text(context) == (
+        "<|title|>weekly budget meeting<|history|>hello there<|keywords|>okonkwo"
+    )
+    room = builder._n_tokens("<|keywords|>okonkwo") + 5  # not enough for the title
+    tight = PromptBuilder(tokenizer, max_context_tokens=room)
+    untitled = {k: v for k, v in context.items() if k != "title"}
+    assert tight.context_text(context) == tight.context_text(untitled) != ""
+    assert "<|title|>" not in tight.context_text(context)
