@@ -21,7 +21,7 @@ from seed_asr.data.prompts import PromptBuilder
 from seed_asr.data.synthetic import synthetic_wave
 from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig
-from seed_asr.measure_context import CONF_DIR, context_report_lines, measure_context
+from seed_asr.measure_context import CONF_DIR, context_report_lines, eval_config, measure_context
 from seed_asr.train import train
 from seed_asr.transcribe import main as transcribe_main
 
@@ -166,8 +166,8 @@ def test_transcribe_puts_history_and_hot_words_into_the_prompt(runs, corpus, tmp
         "cpu",
     ]
     transcribe_main(argv)
-    out = capsys.readouterr().out.strip().split("\t")
-    assert out[0] == str(wav) and len(out) == 2
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{wav}\t") and printed.count("\n") == 1  # path, tab, transcript (may be empty)
     context = {"history": "hello", "keywords": ["Okonkwo", "Ilse"]}
     assert context in seen and None in seen  # joint beam search: with and without the context
 
@@ -179,3 +179,13 @@ def test_shipped_configs_build_the_context_stage_and_joint_decoding():
     assert check_fractions(cfg.stage.context_mix) and cfg.stage.val_use_context
     decoding = DecodingConfig(**cfg.decoding)
     assert decoding.method == "joint_beam" and decoding.joint == JointConfig(0.5, 8.0)
+
+
+def test_eval_config_composes_inside_another_hydra_app(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # e.g. the demo's Hydra
+        cfg = eval_config(["ckpt=x", "context_mode=irrelevant", "decoding=joint_beam"], tmp_path)
+        assert GlobalHydra.instance().is_initialized()
+        assert compose(config_name="train").stage.name == "sft"  # the outer app's Hydra still works
+    assert cfg.context_mode == "irrelevant" and cfg.decoding.method == "joint_beam"
+    assert cfg.paths.output_dir == str(tmp_path)
