@@ -70,10 +70,10 @@ def foreign_context(meta: Mapping[str, Any], donor: Mapping[str, Any]) -> dict[s
     return {"history": context.get("history") or "", "keywords": _absent(context.get("keywords") or [], meta)}
 
 
-def _other_dialogue(metas: Sequence[Mapping[str, Any]], i: int) -> list[int]:
-    """Indices of the samples of another dialogue than sample i (any other sample when i has none)."""
-    own = metas[i].get("dialogue")
-    return [j for j, m in enumerate(metas) if j != i and (not own or m.get("dialogue") != own)]
+def _can_donate(meta: Mapping[str, Any], donor: Mapping[str, Any]) -> bool:
+    """Whether `donor` is another utterance of another dialogue (any other one when `meta` has none)."""
+    own = meta.get("dialogue")
+    return donor is not meta and (not own or donor.get("dialogue") != own)
 
 
 def mix_contexts(
@@ -95,14 +95,14 @@ def mix_contexts(
     fractions = check_fractions(fractions)
     kinds = rng.choices(list(fractions), weights=list(fractions.values()), k=len(metas))
     contexts: list[dict[str, Any] | None] = []
-    for i, (meta, kind) in enumerate(zip(metas, kinds, strict=True)):
-        donors = _other_dialogue(metas, i) if kind == "irrelevant" else []
+    for meta, kind in zip(metas, kinds, strict=True):
+        donors = [d for d in metas if _can_donate(meta, d)] if kind == "irrelevant" else []
         if kind == "relevant":
             contexts.append(_own_context(meta))
         elif kind == "none":
             contexts.append(None)
         elif donors:
-            contexts.append(foreign_context(meta, metas[rng.choice(donors)]))
+            contexts.append(foreign_context(meta, rng.choice(donors)))
         else:
             contexts.append(distractor_context(meta))
     return contexts
@@ -131,9 +131,7 @@ def irrelevant_contexts(records: Sequence[Mapping[str, Any]], seed: int = 0) -> 
     n = len(donors)
     contexts = {}
     for i, record in enumerate(order):
-        own = record.get("dialogue")
-        fits = (d for d in (donors[(i + o) % n] for o in range(n)) if d is not record)
-        donor = next((d for d in fits if not own or d.get("dialogue") != own), None)
+        donor = next((d for d in (donors[(i + o) % n] for o in range(n)) if _can_donate(record, d)), None)
         if donor is None:
             raise ValueError(f"irrelevant contexts: no other dialogue than {record['__key__']}'s")
         contexts[str(record["__key__"])] = foreign_context(record, donor)
