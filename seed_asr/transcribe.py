@@ -1,4 +1,4 @@
-"""``seed-asr transcribe --ckpt X [--keywords "A, B"] [--context "..."] a.wav b.flac``."""
+"""``seed-asr transcribe --ckpt X [--keywords "A, B"] [--context "..."] [--joint-alpha 0.5] a.wav b.flac``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from seed_asr.data.audio import AudioError, decode_audio
+from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.inference import load_speech_llm, pick_device
 
@@ -64,12 +65,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--context", default="", help="dialogue history put into the prompt")
     parser.add_argument("--keywords", default="", help="comma-separated hot words put into the prompt")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    parser.add_argument(
+        "--joint-alpha",
+        type=float,
+        default=None,
+        help="joint beam search: rank by A * log P(y|x,context) + (1 - A) * log P(y|x)",
+    )
+    parser.add_argument(
+        "--joint-prune",
+        type=float,
+        default=None,
+        help="joint beam search: drop tokens this far (nats) below the best context-free token",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     keywords = [k.strip() for k in args.keywords.split(",") if k.strip()]
     use_context = bool(args.context or keywords)
+    joint = args.joint_alpha is not None
     decoding = DecodingConfig(
-        method="beam" if args.beam > 1 else "greedy", beam_size=args.beam, nbest=1, use_context=use_context
+        method="joint_beam" if joint else "beam" if args.beam > 1 else "greedy",
+        beam_size=args.beam,
+        nbest=1,
+        use_context=use_context,
+        joint=JointConfig(args.joint_alpha, args.joint_prune) if joint else JointConfig(),
     )
     context = {"history": args.context, "keywords": keywords} if use_context else None
     for path, text in transcribe_files(args.ckpt, args.files, decoding, context, args.device):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-PROMPT_MARKERS = ("<|history|>", "<|keywords|>", "<|speech|>", "<|transcript|>")
+PROMPT_MARKERS = ("<|history|>", "<|keywords|>", "<|title|>", "<|speech|>", "<|transcript|>")
 AUDIO_FIELD = "{audio}"
 
 
@@ -34,7 +34,8 @@ class PromptIds:
 class PromptBuilder:
     """Builds prompts from a template with `{context}`, `{instruction}` and one `{audio}` field.
 
-    Only `history` and `keywords` of a context are shown to the model (`entities` are the answers).
+    Only `history`, `title` and `keywords` of a context are shown to the model (`entities` are the
+    answers). A title is a video title, meeting description, ... (a string).
 
     Args:
         tokenizer: the LLM's tokenizer.
@@ -42,10 +43,12 @@ class PromptBuilder:
         template: the prompt up to the transcript; `{audio}` marks where audio tokens go.
         history_template: how dialogue history is shown (`{history}` field); empty history -> nothing.
         keywords_template: how hot words are shown (`{keywords}` field); no keywords -> nothing.
+        title_template: how a title / description is shown (`{title}` field); no title -> nothing.
         keyword_separator: between keywords.
         history_separator: between dialogue turns when history is a list.
         max_context_tokens: token budget of the context; keywords are kept first (in their order),
-            history fills the rest keeping its most recent part.
+            then the title (whole, or dropped when it does not fit), history fills the rest keeping its
+            most recent part.
         add_bos: start with the tokenizer's bos token when it has one.
     """
 
@@ -56,6 +59,7 @@ class PromptBuilder:
         template: str = "{context}{instruction}<|speech|>{audio}<|transcript|>",
         history_template: str = "<|history|>{history}",
         keywords_template: str = "<|keywords|>{keywords}",
+        title_template: str = "<|title|>{title}",
         keyword_separator: str = ", ",
         history_separator: str = "\n",
         max_context_tokens: int = 128,
@@ -70,6 +74,7 @@ class PromptBuilder:
         self.before_template, self.after_template = template.split(AUDIO_FIELD)
         self.history_template = history_template
         self.keywords_template = keywords_template
+        self.title_template = title_template
         self.keyword_separator = keyword_separator
         self.history_separator = history_separator
         self.max_context_tokens = max_context_tokens
@@ -108,14 +113,17 @@ class PromptBuilder:
         return render(body) if body else ""
 
     def context_text(self, context: Mapping | None) -> str:
-        """The context part of the prompt ("" for no context or an empty one)."""
+        """The context part of the prompt ("" for no context or an empty one): title, history, keywords."""
         if not context:
             return ""
         history = context.get("history") or []
         history = [history] if isinstance(history, str) else list(history)
         keywords = self._keywords_text(list(context.get("keywords") or []), self.max_context_tokens)
         budget = self.max_context_tokens - self._n_tokens(keywords)
-        return self._history_text(history, budget) + keywords
+        title = self.title_template.format(title=context["title"]) if context.get("title") else ""
+        title = title if self._n_tokens(title) <= budget else ""
+        budget -= self._n_tokens(title)
+        return title + self._history_text(history, budget) + keywords
 
     def build(self, context: Mapping | None, transcript: str | None) -> PromptIds:
         """Prompt ids of one sample; transcript None gives the decoding prefix (same ids)."""

@@ -163,6 +163,16 @@ def _edit_positions(hyp_units: list[str], ref_units: list[str]) -> list[tuple[st
     return edits
 
 
+def hallucinated_keywords(hyp: str, ref: str, keywords: Sequence[str], lang: str = "en") -> int:
+    """Keyword occurrences in `hyp` beyond those in `ref` (e.g. hot words copied from a misleading context).
+
+    Counted per distinct keyword (same normalisation as the error rate): `max(0, in_hyp - in_ref)`.
+    """
+    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
+    distinct = {tuple(units) for units in (scoring_units(k, lang) for k in keywords) if units}
+    return sum(max(0, _count_occurrences(hyp_units, k) - _count_occurrences(ref_units, k)) for k in distinct)
+
+
 def weighted_wer(
     hyp: str, ref: str, keywords: Sequence[str], keyword_weight: float = 3.0, lang: str = "en"
 ) -> float:

@@ -216,18 +216,31 @@ class SpeechLLM(nn.Module):
         return out.masked_scatter(selected, token_logp), selected
 
     @staticmethod
-    def _contexts(batch: Mapping, use_context: bool) -> list[Mapping | None]:
+    def prompt_contexts(
+        batch: Mapping, use_context: bool, contexts: Sequence[Mapping | None] | None = None
+    ) -> list[Mapping | None]:
+        """The B prompt contexts: `contexts` when given, else the batch's own (use_context) or none."""
         n = len(batch["feat_lens"])
+        if contexts is not None:
+            if len(contexts) != n:
+                raise ValueError(f"contexts: need one per utterance ({n}), got {len(contexts)}")
+            return list(contexts)
         if not use_context:
             return [None] * n
         return [(meta or {}).get("context") for meta in batch.get("metas") or [None] * n]
 
-    def forward(self, batch: Mapping, use_context: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        batch: Mapping,
+        use_context: bool = False,
+        contexts: Sequence[Mapping | None] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Training loss of a batch.
 
         Args:
             batch: `feats` (B, T, 80), `feat_lens` (B,), `texts` (B strings), `metas` (context dicts).
             use_context: put each sample's `metas[i]["context"]` into its prompt.
+            contexts: B explicit prompt contexts (None each for no context); override use_context.
 
         Returns:
             loss (ce_loss + ctc_weight * ctc_loss), ce_loss (mean over transcript + eos tokens),
@@ -235,7 +248,7 @@ class SpeechLLM(nn.Module):
         """
         audio_embeds, audio_lens, enc = self.encode_audio(batch["feats"], batch["feat_lens"])
         inputs = self.build_inputs(
-            audio_embeds, audio_lens, batch["texts"], self._contexts(batch, use_context)
+            audio_embeds, audio_lens, batch["texts"], self.prompt_contexts(batch, use_context, contexts)
         )
         token_logp, selected = self._target_log_probs(inputs)
         n_tokens = selected.sum()
@@ -260,17 +273,29 @@ class SpeechLLM(nn.Module):
         )
 
     def prefix(
-        self, batch: Mapping, use_context: bool = False
+        self,
+        batch: Mapping,
+        use_context: bool = False,
+        contexts: Sequence[Mapping | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Left-padded decoding prefix: (B, P, H) embeddings, (B, P) attention mask, and the (B,)
         caps on new tokens from each utterance's duration (`max_new_tokens`).
 
         Generation continues from position P - 1 of every row; position ids are
-        `attention_mask.cumsum(-1) - 1` (clamped at 0), as in `build_inputs`.
+        `attention_mask.cumsum(-1) - 1` (clamped at 0), as in `build_inputs`. Contexts as in `forward`.
         """
         audio_embeds, audio_lens, _ = self.encode_audio(batch["feats"], batch["feat_lens"])
-        inputs = self.build_inputs(audio_embeds, audio_lens, None, self._contexts(batch, use_context))
-        return inputs.inputs_embeds, inputs.attention_mask, self.max_new_tokens(audio_lens)
+        contexts = self.prompt_contexts(batch, use_context, contexts)
+        embeds, mask = self.decoding_prefix(audio_embeds, audio_lens, contexts)
+        return embeds, mask, self.max_new_tokens(audio_lens)
+
+    def decoding_prefix(
+        self, audio_embeds: torch.Tensor, audio_lens: torch.Tensor, contexts: Sequence[Mapping | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded decoding prefixes of encoded audio ((B, A, H), (B,)) under B contexts: (B, P, H)
+        embeddings and (B, P) attention mask. Joint beam search calls it twice on one encoding."""
+        inputs = self.build_inputs(audio_embeds, audio_lens, None, contexts)
+        return inputs.inputs_embeds, inputs.attention_mask
 
     def score(
         self,
@@ -278,6 +303,7 @@ class SpeechLLM(nn.Module):
         hyps_ids: Sequence[Sequence[Sequence[int]]],
         use_context: bool = False,
         add_eos: bool = True,
+        contexts: Sequence[Mapping | None] | None = None,
     ) -> torch.Tensor:
         """log P(y | x, c) of given transcripts, with gradient (MWER training, joint beam search).
 
@@ -286,6 +312,7 @@ class SpeechLLM(nn.Module):
             hyps_ids: B lists of N hypotheses each, as token ids without eos.
             use_context: condition on each sample's context (log P(y | x, c)) or not (log P(y | x)).
             add_eos: include log P(eos | y) (the probability of the complete transcript).
+            contexts: B explicit prompt contexts; override use_context.
 
         Returns:
             (B, N) sums of token log-probabilities.
@@ -296,7 +323,7 @@ class SpeechLLM(nn.Module):
                 f"hyps_ids must be {len(batch['feat_lens'])} lists of the same number of hypotheses"
             )
         audio_embeds, audio_lens, _ = self.encode_audio(batch["feats"], batch["feat_lens"])
-        prompts = self._prompts(None, self._contexts(batch, use_context), len(hyps_ids))
+        prompts = self._prompts(None, self.prompt_contexts(batch, use_context, contexts), len(hyps_ids))
         expanded = [
             replace(p, target=self.prompt.target_ids(h) if add_eos else list(h))
             for p, hyps in zip(prompts, hyps_ids, strict=True)
