@@ -25,10 +25,14 @@ class ASRModule(StageModule):
 
     def build_model(self) -> nn.Module:
         self.tokenizer = resolve_tokenizer(self.cfg)
+        self.init_validation()
+        return build_speech_llm(self.cfg.model, self.tokenizer)
+
+    def init_validation(self) -> None:
+        """The decoding settings and the transcript collector of validation."""
         use_context = bool(self.cfg.stage.get("val_use_context"))
         self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
         self.collector = TranscriptCollector()
-        return build_speech_llm(self.cfg.model, self.tokenizer)
 
     def _use_context(self) -> bool:
         p = float(self.cfg.stage.get("context_prob", 0.0))
