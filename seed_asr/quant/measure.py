@@ -98,10 +98,19 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
 
 def _row(setting: str, label: str, folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     report = read_report(folder)
-    return {"setting": setting, "method": label, "wer": metrics["wer"], "cer": metrics.get("cer"),
+    return {"setting": setting, "method": label, **_error_rates(metrics),
             "bytes": report["size"]["quantized_bytes"], "fp16_bytes": report["size"]["fp16_bytes"],
             "ratio_vs_fp16": report["size"]["ratio_vs_fp16"], "seconds": report["seconds"],
             "mean_error": report["mean_error"]}
+
+
+def _error_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """Overall error rate (words for English, characters for Mandarin), English WER, Mandarin CER."""
+    return {"wer": metrics["wer"], "wer_en": metrics.get("wer/en"), "cer_zh": metrics.get("cer/zh")}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _relative(wer: float, base: float) -> float:
@@ -109,14 +118,19 @@ def _relative(wer: float, base: float) -> float:
 
 
 def quant_report_lines(result: dict[str, Any]) -> list[str]:
-    """Markdown: one table row per (setting, method) and the targets with pass/fail."""
-    fp = result["fp"]
-    lines = ["| setting | method | WER | CER | rel. WER vs fp | size (KB) | x fp16 | quant. time (s) | "
-             "mean layer error |", "|---|---|---|---|---|---|---|---|---|",
-             f"| full precision | - | {fp['wer']:.4f} | {fp['cer']:.4f} | - | - | 1 | - | - |"]
+    """Markdown: one table row per (setting, method) and the targets with pass/fail.
+
+    The error rate is the corpus's mixed measure (word errors for English, character errors for Mandarin).
+    """
+    fp = _error_rates(result["fp"])
+    lines = ["| setting | method | error rate | WER en | CER zh | rel. vs fp | size (KB) | x fp16 | "
+             "quant. time (s) | mean layer error |", "|---|---|---|---|---|---|---|---|---|---|",
+             f"| full precision | - | {_fmt(fp['wer'])} | {_fmt(fp['wer_en'])} | {_fmt(fp['cer_zh'])} | "
+             "- | - | 1 | - | - |"]
     for r in result["runs"]:
         rel = _relative(r["wer"], fp["wer"])
-        lines.append(f"| {r['setting']} | {r['method']} | {r['wer']:.4f} | {r['cer']:.4f} | {rel:+.1%} | "
+        lines.append(f"| {r['setting']} | {r['method']} | {_fmt(r['wer'])} | {_fmt(r['wer_en'])} | "
+                     f"{_fmt(r['cer_zh'])} | {rel:+.1%} | "
                      f"{r['bytes'] / 1024:.0f} | {r['ratio_vs_fp16']:.3f} | {r['seconds']:.1f} | "
                      f"{r['mean_error']:.4f} |")
     lines += ["", *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in quant_targets(result)]]
