@@ -48,8 +48,8 @@ def _eval(ckpt: Path, out: Path, corpus_dir: Path, overrides: Sequence[str]) -> 
 def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str | Path,
                          settings: Sequence[str] = SETTINGS, sft_settings: Sequence[str] = ("w2g64",),
                          sft_steps: int = 200, experiment: str = "demo",
-                         quant_overrides: Sequence[str] = (), eval_overrides: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         quant_overrides: Sequence[str] = (), eval_overrides: Sequence[str] = (),
+                         sft_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Quantize ``ckpt`` every way and evaluate each result on the test split.
 
     Args:
@@ -60,7 +60,8 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
         sft_settings: settings whose decoupleQ + block-wise model also gets ``sft_steps`` of quant_sft.
         sft_steps: optimizer steps of each quant_sft run.
         experiment: experiment config of the quant_sft runs.
-        quant_overrides, eval_overrides: extra Hydra overrides of ``seed-asr quantize`` / ``eval``.
+        quant_overrides, eval_overrides, sft_overrides: extra Hydra overrides of ``seed-asr quantize``,
+            ``seed-asr eval`` and the quant_sft training runs.
 
     Returns:
         {"fp": metrics, "runs": [one row per (setting, method): wer, cer, bytes, ratio_vs_fp16,
@@ -88,7 +89,7 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
                 run_logged([sys.executable, "-m", "seed_asr.train", "stage=quant_sft",
                             f"experiment={experiment}", f"paths.corpus_dir={corpus}", f"hydra.run.dir={run}",
                             f"stage.quantized={source}", f"trainer.max_steps={sft_steps}",
-                            f"data.batches_per_epoch={sft_steps}"], run / "stdout.log")
+                            f"data.batches_per_epoch={sft_steps}", *sft_overrides], run / "stdout.log")
             metrics = _eval(run / "quantized", out / f"eval_{setting}_sft", corpus, eval_overrides)
             rows.append(_row(setting, "decoupleq+bw+sft", out / f"{setting}_decoupleq+bw", metrics))
     result = {"fp": fp, "runs": rows}
