@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from seed_asr.data.synthetic import write_synthetic_shards
 from seed_asr.eval import evaluate
 from seed_asr.lit.tokenizers import CMVN_KEY, TOKENIZER_KEY, tokenizer_to_files
+from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.storage import WEIGHTS, read_report
 from seed_asr.quantize import quantize
 from seed_asr.train import build, train
@@ -72,6 +73,16 @@ def quantized(corpus: Path, float_ckpt: Path, tmp_path_factory: pytest.TempPathF
                                    "quant.config.group_size=32", "method=gptq", *FAST_QUANT, *DATA], out)
     quantize(cfg)
     return out
+
+
+@pytest.mark.parametrize(("name", "bits", "group_size"),
+                         [("w2g64", 2, 64), ("w3g64", 3, 64), ("w4g64", 4, 64), ("w2_per_channel", 2, -1)])
+def test_every_quant_config_composes_into_a_valid_spec(name: str, bits: int, group_size: int,
+                                                       tmp_path: Path) -> None:
+    assert {p.stem for p in (CONF / "quant").glob("*.yaml")} == {"w2g64", "w3g64", "w4g64", "w2_per_channel"}
+    spec = QuantSpec.from_cfg(compose_cfg("quantize", [f"quant={name}", "ckpt=x"], tmp_path).quant)
+    assert (spec.name, spec.config.bits, spec.config.group_size) == (name, bits, group_size)
+    assert spec.parts == ("encoder", "converter", "llm") and spec.config.method == "decoupleq"
 
 
 def test_quantize_writes_report_and_folder_that_eval_loads(quantized: Path, corpus: Path,
