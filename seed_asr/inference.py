@@ -9,9 +9,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from decoupleq.checkpoint import load_quantized
 from seed_asr.data.features import Fbank, FeatureExtractor
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.tokenizers import cmvn_from_dict, tokenizer_from_files
+from seed_asr.quant.storage import WEIGHTS, is_quantized_dir, read_meta
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint
 
 
@@ -24,17 +26,28 @@ class LoadedModel:
     cfg: DictConfig
 
 
-def load_speech_llm(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a speech LLM from a self-contained stage checkpoint.
+def load_speech_llm(
+    ckpt: str | Path, device: str | torch.device = "cpu", backend: str = "auto"
+) -> LoadedModel:
+    """Rebuild a speech LLM from a self-contained stage checkpoint or a quantized folder.
 
     Args:
-        ckpt: Lightning checkpoint file, DeepSpeed checkpoint folder, ``seed-asr export`` folder, or a
-            run folder (its ``checkpoints/last.ckpt``).
+        ckpt: Lightning checkpoint file, DeepSpeed checkpoint folder, ``seed-asr export`` folder, a
+            run folder (its ``checkpoints/last.ckpt``), or a quantized folder written by
+            ``seed_asr.quant.storage.save_quantized_speech_llm`` (``QuantLinear`` layers).
         device: where to put the model and the feature extractor.
+        backend: forward backend of quantized layers ("auto": Triton on GPUs, torch otherwise).
 
     Raises:
         ValueError: the checkpoint lacks the tokenizer, the CMVN statistics or the config.
     """
+    if is_quantized_dir(ckpt):
+        meta = read_meta(ckpt)
+        cfg = OmegaConf.create(meta["cfg"])
+        model = build_speech_llm(cfg.model, tokenizer_from_files(meta[TOKENIZER_KEY]))
+        load_quantized(model.to(device), Path(ckpt) / WEIGHTS, backend=backend)
+        features = FeatureExtractor(Fbank(), cmvn_from_dict(meta[CMVN_KEY]))
+        return LoadedModel(model.eval(), features.to(device), cfg)
     state = load_state_from_checkpoint(ckpt)
     missing = [k for k in (TOKENIZER_KEY, CMVN_KEY, "hyper_parameters") if k not in state]
     if missing:

@@ -34,10 +34,14 @@ class ASRModule(StageModule):
         mix = self.cfg.stage.get("context_mix")
         self.context_mix = check_fractions(mix) if mix else None
         self.tokenizer = resolve_tokenizer(self.cfg)
+        self.init_validation()
+        return build_speech_llm(self.cfg.model, self.tokenizer)
+
+    def init_validation(self) -> None:
+        """The decoding settings and the transcript collector of validation."""
         use_context = bool(self.cfg.stage.get("val_use_context"))
         self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
         self.collector = TranscriptCollector()
-        return build_speech_llm(self.cfg.model, self.tokenizer)
 
     def training_contexts(self, batch: Mapping, batch_idx: int) -> list[dict[str, Any] | None] | None:
         """The prompt contexts of a training batch under ``context_mix`` (None: no context at all)."""

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
 import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from torch import nn
 
+from seed_asr.data.features import FeatureExtractor
+from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.metrics.wer import WERAccumulator
 
 SAMPLE_ROWS = 16
@@ -50,3 +57,35 @@ class TranscriptCollector:
             elif isinstance(logger, TensorBoardLogger):
                 text = "\n".join(f"| {' | '.join(map(str, r))} |" for r in [columns, *rows])
                 logger.experiment.add_text(f"{split}/samples", text, step)
+
+
+@torch.no_grad()
+def decode_and_score(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    features: FeatureExtractor,
+    decoding: DecodingConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Validation of any speech LLM outside the trainer, as ``ASRModule`` validates: decode this rank's
+    batches (fbank without SpecAugment), gather the transcripts of every rank, and score them.
+
+    Every rank must call it (the transcripts are all-gathered); all get the same metrics.
+    """
+    collector = TranscriptCollector()
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        batch = with_features(batch, features, device)
+        collector.add(transcripts(model, batch, decoding), batch["texts"], batch["metas"])
+    model.train(was_training)
+    return collector.compute()
+
+
+def with_features(batch: Mapping[str, Any], features: FeatureExtractor,
+                  device: torch.device) -> dict[str, Any]:
+    """A loader batch moved to ``device`` with fbank ``feats`` (B, T, 80) and ``feat_lens`` (B,) added."""
+    out = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    features.to(device)
+    out["feats"], out["feat_lens"] = features(out["audio"], out["audio_lens"], augment=False)
+    return out

@@ -1,0 +1,24 @@
+"""The quantization report's targets and table from hand-made results."""
+
+from __future__ import annotations
+
+from seed_asr.quant.measure import quant_report_lines, quant_targets
+
+
+def row(setting: str, method: str, wer: float) -> dict:
+    return {"setting": setting, "method": method, "wer": wer, "wer_en": None, "cer_zh": wer / 2,
+            "bytes": 2048, "fp16_bytes": 8192, "ratio_vs_fp16": 0.25, "seconds": 1.5, "mean_error": 0.1}
+
+
+def test_targets_compare_against_full_precision_and_baselines() -> None:
+    result = {"fp": {"wer": 0.10, "cer/zh": 0.05},
+              "runs": [row("w4g64", "decoupleq+bw", 0.1019), row("w2g64", "decoupleq+bw+sft", 0.111),
+                       row("w2g64", "rtn", 0.5), row("w2g64", "gptq", 0.3),
+                       row("w2g64", "decoupleq+bw", 0.2)]}
+    checks = quant_targets(result)
+    assert [ok for _, ok in checks] == [True, False, True]  # +1.9%, +11.0%, 0.2 < 0.3
+    assert "+1.9%" in checks[0][0] and "+11.0%" in checks[1][0]
+    lines = quant_report_lines(result)
+    assert lines[2].startswith("| full precision | - | 0.1000 | - | 0.0500 |")
+    assert "| w2g64 | rtn | 0.5000 | - | 0.2500 | +400.0% | 2 | 0.250 | 1.5 | 0.1000 |" in lines
+    assert lines[-2:] == [f"- FAIL: {checks[1][0]}", f"- PASS: {checks[2][0]}"]

@@ -1,0 +1,137 @@
+"""decoupleQ on a SpeechLLM: config validation, the block plan and its token masks, what gets quantized,
+accuracy at 8 bits against the float model, and the quantized folder round trip through the one loader."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from decoupleq.nn import QuantLinear
+from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN
+from seed_asr.inference import load_speech_llm
+from seed_asr.lit.tokenizers import cmvn_to_dict
+from seed_asr.quant.spec import QuantSpec
+from seed_asr.quant.speech_llm import block_plan, check_spec, quantize_speech_llm, segment_masks
+from seed_asr.quant.storage import WEIGHTS, save_quantized_speech_llm
+from tests.unit.models_helpers import make_batch, one_torch_thread, tiny_speech_llm  # noqa: F401
+
+TEXTS = ["call anneliese okonkwo", "play some music please", "今天天气很好"]
+FRAMES = [90, 61, 75]
+# tiny_speech_llm's config, enough for build_speech_llm to rebuild the same architecture
+MODEL_CFG = {
+    "_target_": "seed_asr.models.speech_llm.SpeechLLM",
+    "encoder": {"_target_": "seed_asr.models.encoder.ConformerEncoder", "d_model": 32, "num_layers": 2,
+                "num_heads": 4, "ff_mult": 2, "conv_kernel": 5, "dropout": 0.0},
+    "converter": {"_target_": "seed_asr.models.converter.Converter", "_partial_": True, "splice": 2,
+                  "hidden_dim": 64},
+    "llm": {"_target_": "seed_asr.models.llm.build_qwen2", "_partial_": True, "hidden_size": 32,
+            "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
+    "prompt": {"_target_": "seed_asr.data.prompts.PromptBuilder", "_partial_": True,
+               "max_context_tokens": 32},
+}
+
+
+def spec(exclude: tuple[str, ...] = (), **config) -> QuantSpec:
+    return QuantSpec.from_cfg({"name": "t", "config": {"group_size": 32, "max_iter": 1, **config},
+                               "exclude": list(exclude), "calib_batches": 1})
+
+
+def model_and_batch(seed: int = 0) -> tuple[nn.Module, dict]:
+    torch.manual_seed(seed)
+    return tiny_speech_llm().eval(), make_batch(TEXTS, FRAMES)
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"name": "x", "config": {"bits": 5}}, "bits"),
+    ({"name": "x", "config": {"bits": 2, "gruop_size": 64}}, "gruop_size"),
+    ({"name": "x", "config": {}, "parts": ["decoder"]}, "parts"),
+    ({"name": "x", "config": {}, "calib_batches": 0}, "calib_batches"),
+    ({"name": "x", "config": {}, "exclude": ["(unclosed"]}, "exclude"),
+    ({"name": "x y", "config": {}}, "name"),
+    ({"name": "x", "config": {}, "calib": 3}, "calib"),
+])
+def test_bad_quant_config_is_rejected_naming_the_field(node: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QuantSpec.from_cfg(node)
+
+
+def test_group_size_that_does_not_divide_a_layer_is_rejected_before_any_work() -> None:
+    model, _ = model_and_batch()
+    with pytest.raises(ValueError, match="group_size 48 does not divide"):
+        check_spec(model, spec(group_size=48))
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
+
+
+def test_block_plan_masks_match_the_inputs_each_segment_sees() -> None:
+    model, batch = model_and_batch()
+    plan = block_plan(model, ["encoder", "converter", "llm"])
+    assert [s.part for s in plan] == ["encoder", "converter", "llm"]
+    assert plan[0].blocks == list(model.encoder.blocks) and plan[1].blocks == [model.converter]
+    assert plan[2].blocks == list(model.base_llm.get_decoder().layers)
+    seen = {}
+    hooks = [
+        model.encoder.blocks[0].register_forward_pre_hook(lambda m, a: seen.setdefault("encoder", a)),
+        model.converter.proj[0].register_forward_pre_hook(lambda m, a: seen.setdefault("converter", a)),
+        model.base_llm.get_decoder().layers[0].register_forward_pre_hook(
+            lambda m, a, k: seen.setdefault("llm", (a, k)), with_kwargs=True),
+    ]
+    with torch.no_grad():
+        model(batch)
+    for h in hooks:
+        h.remove()
+    masks = segment_masks(model, batch)
+    x, valid = seen["encoder"]
+    assert torch.equal(masks["encoder"], valid)  # the block's own validity mask
+    assert masks["converter"].shape == seen["converter"][0].shape[:2]
+    hidden = seen["llm"][0][0] if seen["llm"][0] else seen["llm"][1]["hidden_states"]
+    assert masks["llm"].shape == hidden.shape[:2]
+    # transcript tokens + audio + prompt per row: the row sums are the unpadded sequence lengths
+    lengths = masks["llm"].sum(-1)
+    assert lengths.tolist() != [lengths[0].item()] * 3 and masks["llm"][:, 0].all()
+
+
+def test_only_block_linears_are_quantized_and_exclude_keeps_full_precision() -> None:
+    model, batch = model_and_batch()
+    report = quantize_speech_llm(model, [batch], spec(exclude=[r"down_proj"]))
+    quantized = {n for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    assert quantized == set(report.layers)
+    assert any(n.startswith("encoder.blocks.") for n in quantized)
+    assert {"converter.proj.0", "converter.proj.2"} <= quantized
+    assert any(".self_attn.q_proj" in n for n in quantized)
+    assert not any("down_proj" in n for n in quantized)
+    float_linears = {n for n, m in model.named_modules() if type(m) is nn.Linear}
+    assert "encoder.subsample.proj" in float_linears and "ctc_head" not in quantized
+    assert all(0 <= r.error < 1 for r in report.layers.values())
+
+
+def test_eight_bit_model_matches_float_and_two_bit_differs() -> None:
+    losses = {}
+    for bits in (None, 8, 2):
+        model, batch = model_and_batch()
+        if bits is not None:
+            quantize_speech_llm(model, [batch], spec(bits=bits))
+        with torch.no_grad():
+            losses[bits] = float(model(batch)["ce_loss"])
+    assert losses[8] == pytest.approx(losses[None], rel=2e-3)
+    assert abs(losses[2] - losses[None]) > 10 * abs(losses[8] - losses[None])
+
+
+def test_quantized_folder_round_trips_through_load_speech_llm(tmp_path) -> None:
+    model, batch = model_and_batch()
+    quantize_speech_llm(model, [batch], spec(bits=3, blockwise=True, epochs=1))
+    cmvn = GlobalCMVN(torch.zeros(80), torch.ones(80))
+    cfg = {"model": {**MODEL_CFG, "tokenizer": {"path": None}}}
+    save_quantized_speech_llm(model, tmp_path / "f32", cfg, model.tokenizer, cmvn_to_dict(cmvn),
+                              {"name": "t"}, dtype=torch.float32)
+    save_quantized_speech_llm(model, tmp_path / "f16", cfg, model.tokenizer, cmvn_to_dict(cmvn),
+                              {"name": "t"})
+    loaded = load_speech_llm(tmp_path / "f32", backend="torch")
+    assert isinstance(loaded.features, FeatureExtractor) and isinstance(loaded.features.fbank, Fbank)
+    with torch.no_grad():
+        expected, got = model(batch)["ce_loss"], loaded.model(batch)["ce_loss"]
+    assert torch.equal(expected, got)
+    packed32, packed16 = load_file(tmp_path / "f32" / WEIGHTS), load_file(tmp_path / "f16" / WEIGHTS)
+    assert all(torch.equal(packed32[k], packed16[k]) for k in packed32 if k.endswith(".packed"))
+    assert (tmp_path / "f16" / WEIGHTS).stat().st_size < 0.6 * (tmp_path / "f32" / WEIGHTS).stat().st_size
