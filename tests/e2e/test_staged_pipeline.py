@@ -21,8 +21,15 @@ def run(*args: str) -> str:
 
 
 def train(stage: str, corpus: Path, run_dir: Path, *extra: str) -> Path:
-    run("seed_asr.train", f"stage={stage}", "debug=tiny", f"paths.corpus_dir={corpus}", f"hydra.run.dir={run_dir}",
-        "data.batch_size=8" if stage == "lm" else "data.max_batch_seconds=30", *extra)
+    run(
+        "seed_asr.train",
+        f"stage={stage}",
+        "debug=tiny",
+        f"paths.corpus_dir={corpus}",
+        f"hydra.run.dir={run_dir}",
+        "data.batch_size=8" if stage == "lm" else "data.max_batch_seconds=30",
+        *extra,
+    )
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     return ckpt
@@ -31,8 +38,12 @@ def train(stage: str, corpus: Path, run_dir: Path, *extra: str) -> Path:
 def test_stages_chain_and_evaluate(tiny_corpus: Path, tmp_path: Path) -> None:
     ssl = train("ssl", tiny_corpus, tmp_path / "ssl", "stage.quantizer.codebook_size=256")
     lm = train("lm", tiny_corpus, tmp_path / "lm")
-    align = train("align", tiny_corpus, tmp_path / "align",
-                  f"stage.init_from=[{{path: {ssl}, include: ['^encoder\\.']}}, {{path: {lm}, include: ['^llm\\.']}}]")
+    align = train(
+        "align",
+        tiny_corpus,
+        tmp_path / "align",
+        f"stage.init_from=[{{path: {ssl}, include: ['^encoder\\.']}}, {{path: {lm}, include: ['^llm\\.']}}]",
+    )
     # align froze the encoder and the LLM: their weights are exactly those of ssl and lm
     align_state = torch.load(align, weights_only=True)["state_dict"]
     ssl_state = torch.load(ssl, weights_only=True)["state_dict"]
@@ -45,7 +56,12 @@ def test_stages_chain_and_evaluate(tiny_corpus: Path, tmp_path: Path) -> None:
     metrics = (tmp_path / "sft" / "csv" / "metrics.csv").read_text()
     assert "val/wer" in metrics and "train/loss" in metrics
 
-    run("seed_asr.eval", f"ckpt={sft}", f"paths.corpus_dir={tiny_corpus}", f"hydra.run.dir={tmp_path / 'eval'}")
+    run(
+        "seed_asr.eval",
+        f"ckpt={sft}",
+        f"paths.corpus_dir={tiny_corpus}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     hyps = (tmp_path / "eval" / "hyps.jsonl").read_text().splitlines()
     assert results["metrics"]["num_utts"] == len(hyps) > 0

@@ -18,7 +18,9 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 def build(stage: str, corpus: Path, tmp_path: Path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"stage={stage}", "debug=tiny", f"paths.corpus_dir={corpus}"])
+        cfg = compose(
+            config_name="train", overrides=[f"stage={stage}", "debug=tiny", f"paths.corpus_dir={corpus}"]
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.stage.scheduler = None  # a constant learning rate for the overfit check
@@ -34,7 +36,9 @@ def build(stage: str, corpus: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("stage", "steps", "ratio"), [("lm", 40, 0.5), ("sft", 30, 0.6), ("ssl", 30, 0.7)])
-def test_stage_overfits_a_fixed_batch(stage: str, steps: int, ratio: float, tiny_corpus: Path, tmp_path: Path) -> None:
+def test_stage_overfits_a_fixed_batch(
+    stage: str, steps: int, ratio: float, tiny_corpus: Path, tmp_path: Path
+) -> None:
     torch.set_num_threads(1)
     module, batch = build(stage, tiny_corpus, tmp_path)
     optimizer = module.configure_optimizers()
