@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -69,8 +70,6 @@ def test_stages_chain_and_evaluate(tiny_corpus: Path, tmp_path: Path) -> None:
 
     audio = tmp_path / "utt.flac"
     first = json.loads(hyps[0])
-    import tarfile
-
     with tarfile.open(sorted((tiny_corpus / "test").glob("*.tar"))[0]) as tar:
         member = next(m for m in tar if m.name.endswith(".flac"))
         audio.write_bytes(tar.extractfile(member).read())
