@@ -147,8 +147,8 @@ def mwer_step(
 class RLModule(ASRModule):
     """Training step: ``mwer_step``; validation as ``ASRModule`` (decoding + WER).
 
-    Stage options (``cfg.stage``): ``rl`` (an ``MWERConfig``), ``context_prob`` (probability that a
-    batch's N-best lists and scores are conditioned on the context: the stage's use_context).
+    Stage options (``cfg.stage``): ``rl`` (an ``MWERConfig``), ``use_context`` (N-best lists and
+    scores conditioned on each utterance's own context: true after context SFT).
     """
 
     def build_model(self) -> nn.Module:
@@ -158,7 +158,8 @@ class RLModule(ASRModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # beam search keeps the validation decoding's length penalty and repetition guard
-        out = mwer_step(self.model, batch, self.mwer, self.decoding, use_context=self._use_context())
+        use_context = bool(self.cfg.stage.get("use_context"))
+        out = mwer_step(self.model, batch, self.mwer, self.decoding, use_context=use_context)
         n = len(batch["texts"])
         for key, value in out.items():
             self.log(f"train/{key}", value, prog_bar=key in ("loss", "expected_wer"), batch_size=n)

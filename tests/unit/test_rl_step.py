@@ -56,14 +56,15 @@ def test_rl_steps_lower_the_expected_wer_of_a_fixed_batch():
     model = tiny_speech_llm().train()
     batch = make_batch(TEXTS, [40, 30, 35, 25])
     sft = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(60):  # brief SFT: the N-best has variety, some hypotheses right, some wrong
+    cfg = MWERConfig(nbest=4, beam_size=4, ce_weight=0.05, keyword_weight=1.0)
+    for step in range(1, 101):  # brief SFT, until the N-best has variety: some hypotheses right, some wrong
         loss = model(batch)["loss"]
         sft.zero_grad()
         loss.backward()
         sft.step()
-    cfg = MWERConfig(nbest=4, beam_size=4, ce_weight=0.05, keyword_weight=1.0)
-    before = measured_expected_wer(model, batch, cfg)
-    assert 0.1 < before < 0.9
+        if step >= 20 and step % 5 == 0 and 0.1 < (before := measured_expected_wer(model, batch, cfg)) < 0.7:
+            break
+    assert 0.1 < before < 0.7
     rl = torch.optim.Adam(model.parameters(), lr=5e-4)
     for _ in range(8):
         loss = mwer_step(model, batch, cfg, DECODING)["loss"]
