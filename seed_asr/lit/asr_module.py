@@ -31,14 +31,14 @@ class ASRModule(StageModule):
     """
 
     def build_model(self) -> nn.Module:
-        mix = self.cfg.stage.get("context_mix")
-        self.context_mix = check_fractions(mix) if mix else None
         self.tokenizer = resolve_tokenizer(self.cfg)
-        self.init_validation()
+        self.init_step_options()
         return build_speech_llm(self.cfg.model, self.tokenizer)
 
-    def init_validation(self) -> None:
-        """The decoding settings and the transcript collector of validation."""
+    def init_step_options(self) -> None:
+        """The training-context mixture; validation's decoding settings and transcript collector."""
+        mix = self.cfg.stage.get("context_mix")
+        self.context_mix = check_fractions(mix) if mix else None
         use_context = bool(self.cfg.stage.get("val_use_context"))
         self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
         self.collector = TranscriptCollector()

@@ -36,7 +36,7 @@ class QuantSFTModule(ASRModule):
         self.source = read_meta(stage.quantized)
         model = loaded.model.float().train()
         self.tokenizer = model.tokenizer
-        self.init_validation()
+        self.init_step_options()
         floats = float_parameters(model, bool(stage.train_norms), bool(stage.train_biases))
         trainable = {id(p) for p in floats}
         for p in model.parameters():
