@@ -87,7 +87,12 @@ def export_checkpoint(
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cast = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    cast, seen = {}, set()
+    for name, tensor in weights.items():
+        tensor = (tensor.to(DTYPES[dtype]) if tensor.is_floating_point() else tensor).contiguous()
+        # tied weights (embeddings and LM head) share storage, which safetensors refuses: copy the twin
+        cast[name] = tensor.clone() if tensor.data_ptr() in seen else tensor
+        seen.add(tensor.data_ptr())
     save_file(
         cast, out / EXPORT_WEIGHTS, metadata={"format": "seed-asr", "dtype": dtype, "stage": cfg.stage.name}
     )
