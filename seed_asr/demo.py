@@ -1,8 +1,11 @@
 """``seed-asr demo``: the staged pipeline on the built-in corpus, end to end, with a report.
 
-corpus -> ssl -> lm -> align -> sft -> eval (+ SFT from the SSL encoder vs a random one) -> report.
+corpus -> ssl -> lm -> align -> sft -> context_sft -> rl (+ an SFT-loss control run) -> eval
+(+ SFT from the SSL encoder vs a random one) -> context measurement (keyword recall, B-WER, joint beam
+search) -> quantization table (RTN / GPTQ / decoupleQ / quant_sft) -> report.
 Each stage runs as the command a user would type (``python -m seed_asr.train stage=...``), printed
-before it starts, in its own folder under ``out_dir``.
+before it starts, in its own folder under ``out_dir``. Every step is skipped when its result exists,
+so a killed demo resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from omegaconf import DictConfig
 
 from seed_asr.data.cmvn import write_split_cmvn
 from seed_asr.data.corpus.build import build_corpus
+from seed_asr.measure_context import context_report_lines, measure_context
+from seed_asr.quant.measure import measure_quantization, quant_report_lines
 from seed_asr.report import write_report
+from seed_asr.rl_report import rl_gains, rl_report_lines
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ def run_logged(cmd: list[str], log_file: Path) -> None:
 
 
 def train_run(
-    out: Path, corpus: Path, name: str, stage: str, steps: int, init: list[str], cfg: DictConfig
+    out: Path, corpus: Path, name: str, stage: str, steps: int, extra: list[str], cfg: DictConfig
 ) -> dict:
     """One stage run in ``out/name``; skipped when it already finished, resumed when interrupted."""
     run_dir = out / name
@@ -73,7 +79,7 @@ def train_run(
         f"hydra.run.dir={run_dir}",
         f"trainer.max_steps={steps}",
         "ckpt_path=last",
-        *init,
+        *extra,
     ]
     run_logged(cmd, run_dir / "stdout.log")
     record = {"run": name, "stage": stage, "steps": steps, "seconds": round(time.time() - start, 1)}
@@ -81,7 +87,7 @@ def train_run(
     return record
 
 
-def eval_run(out: Path, corpus: Path, name: str) -> dict[str, Any]:
+def eval_run(out: Path, corpus: Path, name: str, overrides: list[str] = ()) -> dict[str, Any]:
     """Test-split WER/CER of a run's last checkpoint (``out/eval_<name>/results.json``)."""
     eval_dir = out / f"eval_{name}"
     results = eval_dir / "results.json"
@@ -93,10 +99,19 @@ def eval_run(out: Path, corpus: Path, name: str) -> dict[str, Any]:
             f"ckpt={out / name}",
             f"paths.corpus_dir={corpus}",
             f"hydra.run.dir={eval_dir}",
+            *overrides,
         ]
         eval_dir.mkdir(parents=True, exist_ok=True)
         run_logged(cmd, eval_dir / "stdout.log")
     return json.loads(results.read_text())
+
+
+def _timed(timings: list[dict], name: str, fn, *args, **kwargs):
+    """Call ``fn`` and append its wall time to ``timings`` under ``name``."""
+    start = time.time()
+    result = fn(*args, **kwargs)
+    timings.append({"run": name, "seconds": round(time.time() - start, 1)})
+    return result
 
 
 def run_demo(cfg: DictConfig) -> Path:
@@ -104,28 +119,65 @@ def run_demo(cfg: DictConfig) -> Path:
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    corpus = prepare_corpus(out, cfg)
-    timings = [{"run": "corpus", "seconds": round(time.time() - start, 1)}]
+    timings: list[dict] = []
+    corpus = _timed(timings, "corpus", prepare_corpus, out, cfg)
     for name, run in cfg.runs.items():
-        timings.append(
-            train_run(out, corpus, name, run.stage, run.steps, _init_from(out, run.get("init_from")), cfg)
-        )
+        extra = _init_from(out, run.get("init_from")) + list(run.get("overrides") or [])
+        timings.append(train_run(out, corpus, name, run.stage, run.steps, extra, cfg))
     for kind in ("ssl", "random"):
-        timings.append(
-            train_run(
-                out,
-                corpus,
-                f"sft_{kind}_encoder",
-                "sft",
-                cfg.comparison.steps,
-                _init_from(out, cfg.comparison[kind]),
-                cfg,
-            )
+        init = _init_from(out, cfg.comparison[kind])
+        timings.append(train_run(out, corpus, f"sft_{kind}_encoder", "sft", cfg.comparison.steps, init, cfg))
+    evaluate = {name: list(overrides or []) for name, overrides in cfg.evaluate.items()}
+    evaluate |= {"sft_ssl_encoder": [], "sft_random_encoder": []}
+    evals = _timed(
+        timings, "eval", lambda: {name: eval_run(out, corpus, name, o) for name, o in evaluate.items()}
+    )
+    sections: list[str] = []
+    if cfg.rl:
+        names = (cfg.rl.before, cfg.rl.after, cfg.rl.control)
+        gains = rl_gains({n: evals[n]["metrics"] for n in names}, *names)
+        sections += [
+            "## RL (MWER with a keyword-weighted WER reward)",
+            "",
+            f"Test split with each utterance's own context; `{cfg.rl.control}` trains the same start "
+            "for the same steps with the SFT loss, separating the RL objective from more training.",
+            "",
+            *rl_report_lines(gains, *names),
+        ]
+    if cfg.context.enabled:
+        context = _timed(
+            timings,
+            "context measurement",
+            measure_context,
+            out / "context",
+            corpus,
+            out / cfg.context.sft,
+            out / cfg.context.context_sft,
+            beam_size=cfg.context.beam_size,
+            alpha=cfg.context.alpha,
+            prune_threshold=cfg.context.prune_threshold,
         )
-    evals = {
-        name: eval_run(out, corpus, name) for name in [*cfg.evaluate, "sft_ssl_encoder", "sft_random_encoder"]
-    }
-    report = write_report(out, timings, evals, total_seconds=time.time() - start)
+        sections += ["", *context_report_lines(context)]
+    if cfg.quant.enabled:
+        quant = _timed(
+            timings,
+            "quantization measurement",
+            measure_quantization,
+            out / "quant",
+            corpus,
+            out / cfg.quant.run,
+            settings=list(cfg.quant.settings),
+            sft_settings=list(cfg.quant.sft_settings),
+            sft_steps=cfg.quant.sft_steps,
+            experiment=cfg.experiment,
+        )
+        sections += [
+            "",
+            f"## Quantization of `{cfg.quant.run}` (test split, greedy decoding)",
+            "",
+            *quant_report_lines(quant),
+        ]
+    report = write_report(out, timings, evals, total_seconds=time.time() - start, sections=sections)
     print(f"report: {report}")
     return report
 

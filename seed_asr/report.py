@@ -50,7 +50,8 @@ def _plot_losses(out: Path, runs: list[str]) -> Path:
                 ax.plot(steps, values, label=key, marker="o" if key.startswith("val") else None)
         ax.set_title(run)
         ax.set_xlabel("step")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     path = out / "loss_curves.png"
     fig.savefig(path, dpi=100)
@@ -74,8 +75,14 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
-def write_report(out: Path, timings: list[dict], evals: dict[str, dict], total_seconds: float) -> Path:
-    """Write ``report.md`` (+ PNGs) into ``out`` and return its path."""
+def write_report(
+    out: Path,
+    timings: list[dict],
+    evals: dict[str, dict],
+    total_seconds: float,
+    sections: list[str] = (),
+) -> Path:
+    """Write ``report.md`` (+ PNGs) into ``out`` and return its path; ``sections``: extra markdown lines."""
     train_runs = [t["run"] for t in timings if "stage" in t]
     _plot_losses(out, train_runs)
     lines = [
@@ -146,6 +153,7 @@ def write_report(out: Path, timings: list[dict], evals: dict[str, dict], total_s
             f"| random | {_pct(rnd_m.get('wer'))} | {_pct(rnd_m.get('wer/en'))} "
             f"| {_pct(rnd_m.get('cer/zh'))} |",
         ]
+    lines += ["", *sections]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "report.json").write_text(

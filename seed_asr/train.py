@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seed_asr.utils.atomic_checkpoint import find_checkpoint
-from seed_asr.utils.run_info import environment_info, save_run_files
+from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         (metrics, objects): the trainer's final metrics as floats, and the built objects.
     """
     L.seed_everything(cfg.seed, workers=True)
+    keep_wandb_files_in(cfg.paths.output_dir)
     objects = build(cfg)
     trainer: L.Trainer = objects["trainer"]
     info = environment_info(trainer.world_size)

@@ -63,7 +63,7 @@ class ASRModule(StageModule):
         out = self.model(batch, use_context=self.decoding.use_context)
         self.log("val/loss", out["ce_loss"], prog_bar=True, sync_dist=True, batch_size=len(batch["texts"]))
         hyps = transcripts(self.model, batch, self.decoding)
-        self.collector.add(hyps, batch["texts"], batch["metas"])
+        self.collector.add(hyps, batch)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.collector.compute()

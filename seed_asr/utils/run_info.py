@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -57,3 +58,13 @@ def save_run_files(cfg: DictConfig, output_dir: str | Path, info: dict[str, Any]
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     (out / "run_info.json").write_text(json.dumps(info, indent=2))
+
+
+WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
+
+
+def keep_wandb_files_in(output_dir: str | Path) -> None:
+    """Point wandb's staging, cache and artifact folders (home-directory defaults) into the run folder,
+    unless the user set them: a run writes nothing outside its folder."""
+    for name, sub in WANDB_DIRS.items():
+        os.environ.setdefault(name, str(Path(output_dir) / "wandb" / sub))
