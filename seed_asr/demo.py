@@ -16,8 +16,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 from omegaconf import DictConfig
@@ -30,6 +31,7 @@ from seed_asr.report import write_report
 from seed_asr.rl_report import rl_gains, rl_report_lines
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
@@ -65,10 +67,10 @@ def train_run(
     """One stage run in ``out/name``; skipped when it already finished, resumed when interrupted."""
     run_dir = out / name
     done = run_dir / "done.json"
+    record = {"run": name, "stage": stage, "steps": steps}
     if done.exists():
-        return json.loads(done.read_text())
+        return record
     run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
     cmd = [
         sys.executable,
         "-m",
@@ -79,10 +81,10 @@ def train_run(
         f"hydra.run.dir={run_dir}",
         f"trainer.max_steps={steps}",
         "ckpt_path=last",
+        *cfg.train_overrides,
         *extra,
     ]
     run_logged(cmd, run_dir / "stdout.log")
-    record = {"run": name, "stage": stage, "steps": steps, "seconds": round(time.time() - start, 1)}
     done.write_text(json.dumps(record))
     return record
 
@@ -106,32 +108,45 @@ def eval_run(out: Path, corpus: Path, name: str, overrides: list[str] = ()) -> d
     return json.loads(results.read_text())
 
 
-def _timed(timings: list[dict], name: str, fn, *args, **kwargs):
-    """Call ``fn`` and append its wall time to ``timings`` under ``name``."""
-    start = time.time()
-    result = fn(*args, **kwargs)
-    timings.append({"run": name, "seconds": round(time.time() - start, 1)})
-    return result
+class Clock:
+    """Wall time of each demo step, kept in ``path`` and accumulated over invocations: a step that a
+    resumed demo finds done adds nothing, an interrupted one counts both of its parts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, its time added to step ``name``."""
+        start = time.time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.time() - start, 1)
+            self.path.write_text(json.dumps(self.seconds, indent=2))
+
+    def timings(self, records: list[dict]) -> list[dict]:
+        """``records`` (dicts with a ``run`` name) with their accumulated ``seconds``."""
+        return [{**r, "seconds": self.seconds.get(r["run"], 0.0)} for r in records]
 
 
 def run_demo(cfg: DictConfig) -> Path:
     """Everything the README's main command does; returns the report's path."""
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    timings: list[dict] = []
-    corpus = _timed(timings, "corpus", prepare_corpus, out, cfg)
+    clock = Clock(out / "timings.json")
+    records: list[dict] = [{"run": "corpus"}]
+    corpus = clock.run("corpus", prepare_corpus, out, cfg)
     for name, run in cfg.runs.items():
         extra = _init_from(out, run.get("init_from")) + list(run.get("overrides") or [])
-        timings.append(train_run(out, corpus, name, run.stage, run.steps, extra, cfg))
+        records.append(clock.run(name, train_run, out, corpus, name, run.stage, run.steps, extra, cfg))
     for kind in ("ssl", "random"):
-        init = _init_from(out, cfg.comparison[kind])
-        timings.append(train_run(out, corpus, f"sft_{kind}_encoder", "sft", cfg.comparison.steps, init, cfg))
-    evaluate = {name: list(overrides or []) for name, overrides in cfg.evaluate.items()}
-    evaluate |= {"sft_ssl_encoder": [], "sft_random_encoder": []}
-    evals = _timed(
-        timings, "eval", lambda: {name: eval_run(out, corpus, name, o) for name, o in evaluate.items()}
-    )
+        name, init = f"sft_{kind}_encoder", _init_from(out, cfg.comparison[kind])
+        records.append(clock.run(name, train_run, out, corpus, name, "sft", cfg.comparison.steps, init, cfg))
+    evaluate = {name: [*cfg.eval_overrides, *(o or [])] for name, o in cfg.evaluate.items()}
+    evaluate |= {"sft_ssl_encoder": list(cfg.eval_overrides), "sft_random_encoder": list(cfg.eval_overrides)}
+    records.append({"run": "eval"})
+    evals = clock.run("eval", lambda: {name: eval_run(out, corpus, name, o) for name, o in evaluate.items()})
     sections: list[str] = []
     if cfg.rl:
         names = (cfg.rl.before, cfg.rl.after, cfg.rl.control)
@@ -145,8 +160,8 @@ def run_demo(cfg: DictConfig) -> Path:
             *rl_report_lines(gains, *names),
         ]
     if cfg.context.enabled:
-        context = _timed(
-            timings,
+        records.append({"run": "context measurement"})
+        context = clock.run(
             "context measurement",
             measure_context,
             out / "context",
@@ -156,11 +171,12 @@ def run_demo(cfg: DictConfig) -> Path:
             beam_size=cfg.context.beam_size,
             alpha=cfg.context.alpha,
             prune_threshold=cfg.context.prune_threshold,
+            overrides=list(cfg.eval_overrides),
         )
         sections += ["", *context_report_lines(context)]
     if cfg.quant.enabled:
-        quant = _timed(
-            timings,
+        records.append({"run": "quantization measurement"})
+        quant = clock.run(
             "quantization measurement",
             measure_quantization,
             out / "quant",
@@ -170,6 +186,8 @@ def run_demo(cfg: DictConfig) -> Path:
             sft_settings=list(cfg.quant.sft_settings),
             sft_steps=cfg.quant.sft_steps,
             experiment=cfg.experiment,
+            eval_overrides=list(cfg.eval_overrides),
+            sft_overrides=list(cfg.train_overrides),
         )
         sections += [
             "",
@@ -177,7 +195,9 @@ def run_demo(cfg: DictConfig) -> Path:
             "",
             *quant_report_lines(quant),
         ]
-    report = write_report(out, timings, evals, total_seconds=time.time() - start, sections=sections)
+    timings = clock.timings(records)
+    total = sum(t["seconds"] for t in timings)
+    report = write_report(out, timings, evals, total_seconds=total, sections=sections)
     print(f"report: {report}")
     return report
 

@@ -105,8 +105,9 @@ def decode_and_score(
     return collector.compute()
 
 
-def with_features(batch: Mapping[str, Any], features: FeatureExtractor,
-                  device: torch.device) -> dict[str, Any]:
+def with_features(
+    batch: Mapping[str, Any], features: FeatureExtractor, device: torch.device
+) -> dict[str, Any]:
     """A loader batch moved to ``device`` with fbank ``feats`` (B, T, 80) and ``feat_lens`` (B,) added."""
     out = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     features.to(device)

@@ -22,13 +22,24 @@ def test_wandb_run_named_grouped_with_audio_and_no_key(tiny_corpus: Path, tmp_pa
     home = tmp_path / "home"  # wandb's default staging and cache folders live in the home folder
     home.mkdir()
     env = {
-        **os.environ, "HOME": str(home), "WANDB_API_KEY": SECRET, "SLURM_JOB_ID": "4242", "WANDB_MODE": "offline",
+        **os.environ,
+        "HOME": str(home),
+        "WANDB_API_KEY": SECRET,
+        "SLURM_JOB_ID": "4242",
+        "WANDB_MODE": "offline",
     }
     for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "WANDB_DIR"):
         env.pop(name, None)
     cmd = [
-        sys.executable, "-m", "seed_asr.train", "stage=sft", "debug=tiny", "logger=many",
-        f"paths.corpus_dir={tiny_corpus}", f"hydra.run.dir={run_dir}", "data.max_batch_seconds=30",
+        sys.executable,
+        "-m",
+        "seed_asr.train",
+        "stage=sft",
+        "debug=tiny",
+        "logger=many",
+        f"paths.corpus_dir={tiny_corpus}",
+        f"hydra.run.dir={run_dir}",
+        "data.max_batch_seconds=30",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -53,8 +64,6 @@ def test_wandb_run_named_grouped_with_audio_and_no_key(tiny_corpus: Path, tmp_pa
     assert staged.count(b"RIFF") >= 1
     assert [p for p in home.rglob("*") if "wandb" in p.name] == []
 
-    leaked = [
-        p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()
-    ]
+    leaked = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == []
     assert SECRET not in proc.stdout + proc.stderr

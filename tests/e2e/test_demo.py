@@ -1,0 +1,61 @@
+"""The README's main command, `seed-asr demo`, end to end with the tiny model and a few steps per run:
+every training run, evaluation and measurement section ends up in the report, and a second invocation
+resumes (finds everything done) instead of redoing it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+RUNS = ("ssl", "lm", "align", "sft", "context_sft", "rl", "rl_control")
+
+
+def demo(out: Path) -> subprocess.CompletedProcess:
+    steps = [f"runs.{run}.steps=3" for run in RUNS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "seed_asr.demo",
+        f"out_dir={out}",
+        "train_overrides=[debug=tiny]",
+        *steps,
+        "comparison.steps=3",
+        "context.beam_size=2",
+        "quant.settings=[w2g64]",
+        "quant.sft_steps=2",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_demo_writes_every_section_and_resumes(tiny_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    shutil.copytree(tiny_corpus, out / "corpus")  # the demo builds the corpus only when it is missing
+    proc = demo(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    for heading in (
+        "## Runs",
+        "## Test split",
+        "## SFT from the SSL encoder vs a random encoder",
+        "## RL (MWER",
+        "## Context: context SFT and joint beam search",
+        "## Quantization of `rl`",
+    ):
+        assert heading in report, heading
+    timings = {t["run"]: t for t in json.loads((out / "report.json").read_text())["timings"]}
+    assert {*RUNS, "sft_ssl_encoder", "sft_random_encoder"} <= timings.keys()
+    assert all(timings[run]["steps"] == 3 for run in RUNS)
+    # the quantization table has a row for every method of the one setting, and the quant_sft row
+    methods = [r["method"] for r in json.loads((out / "quant" / "quant_results.json").read_text())["runs"]]
+    assert methods == ["rtn", "gptq", "decoupleq", "decoupleq+bw", "decoupleq+bw+sft"]
+
+    again = demo(out)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "seed_asr.train" not in again.stdout  # every run was found finished, none restarted

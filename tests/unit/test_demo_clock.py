@@ -1,0 +1,29 @@
+"""The demo's clock: step times accumulate over invocations (a resumed demo), failures included."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from seed_asr.demo import Clock
+
+
+def test_clock_accumulates_over_invocations_and_failures(tmp_path: Path) -> None:
+    path = tmp_path / "timings.json"
+    assert Clock(path).run("ssl", lambda x: x + 1, 1) == 2
+
+    def interrupted() -> None:
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Clock(path).run("sft", interrupted)
+    resumed = Clock(path)
+    resumed.run("sft", time.sleep, 0.1)
+    assert 0.3 <= json.loads(path.read_text())["sft"] < 1.0  # both parts of the interrupted step
+    timings = resumed.timings([{"run": "ssl", "steps": 3}, {"run": "sft"}, {"run": "never"}])
+    assert [t["run"] for t in timings] == ["ssl", "sft", "never"]
+    assert timings[0]["steps"] == 3 and timings[0]["seconds"] < 0.1 and timings[2]["seconds"] == 0.0
