@@ -1,6 +1,6 @@
 """Benchmark SpeechLLM training steps from a conf/model config: activation checkpointing vs none.
 
-Prints audio-seconds per second and peak memory of each variant and their ratio to the baseline
+Prints audio-seconds per second and (on a GPU) peak memory of each variant and their ratio to the baseline
 (no checkpointing), all measured in this process on the same device.
 
     python scripts/bench_models.py --model base --batch 8 --seconds 15 --steps 5
@@ -111,10 +111,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"model={args.model} device={name} batch={args.batch} x <={args.seconds}s bf16={args.bf16}")
     for ckpt, (speed, peak) in results.items():
-        print(
-            f"checkpointing={ckpt!s:5}  {speed:8.1f} audio-s/s (x{speed / base_speed:.2f})"
-            f"  peak {peak:6.2f} GiB (x{peak / base_peak:.2f})"
-        )
+        memory = f"  peak {peak:6.2f} GiB (x{peak / base_peak:.2f})" if device.type == "cuda" else ""
+        print(f"checkpointing={ckpt!s:5}  {speed:8.1f} audio-s/s (x{speed / base_speed:.2f}){memory}")
 
 
 if __name__ == "__main__":

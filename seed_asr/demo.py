@@ -186,6 +186,7 @@ def run_demo(cfg: DictConfig) -> Path:
             sft_settings=list(cfg.quant.sft_settings),
             sft_steps=cfg.quant.sft_steps,
             experiment=cfg.experiment,
+            quant_overrides=list(cfg.quant.overrides),
             eval_overrides=list(cfg.eval_overrides),
             sft_overrides=list(cfg.train_overrides),
         )
