@@ -18,7 +18,7 @@ from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.lit.tokenizers import resolve_tokenizer
-from seed_asr.lit.validation import TranscriptCollector
+from seed_asr.lit.validation import TranscriptCollector, with_other_audio
 
 
 class ASRModule(StageModule):
@@ -60,8 +60,12 @@ class ASRModule(StageModule):
         return out["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        n = len(batch["texts"])
         out = self.model(batch, use_context=self.decoding.use_context)
-        self.log("val/loss", out["ce_loss"], prog_bar=True, sync_dist=True, batch_size=len(batch["texts"]))
+        self.log("val/loss", out["ce_loss"], prog_bar=True, sync_dist=True, batch_size=n)
+        # the same transcripts under other utterances' audio: close to val/loss while the model ignores audio
+        other = self.model(with_other_audio(batch), use_context=self.decoding.use_context)
+        self.log("val/loss_other_audio", other["ce_loss"], sync_dist=True, batch_size=n)
         hyps = transcripts(self.model, batch, self.decoding)
         self.collector.add(hyps, batch)
 

@@ -50,7 +50,12 @@ class QuantSFTModule(ASRModule):
         out = Path(self.trainer.default_root_dir) / "quantized"
         sft = {"steps": self.global_step, "from": str(self.cfg.stage.quantized)}
         quant = {**self.source["quant"], "sft": sft}
-        save_quantized_speech_llm(self.model, out, self.source["cfg"], self.tokenizer,
-                                  cmvn_to_dict(self.trainer.datamodule.features.cmvn), quant)
+        save_quantized_speech_llm(
+            self.model,
+            out,
+            self.source["cfg"],
+            self.tokenizer,
+            cmvn_to_dict(self.trainer.datamodule.features.cmvn),
+            quant,
+        )
         log.info("quant_sft: packed model written to %s", out)
-
