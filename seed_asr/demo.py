@@ -16,7 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,7 +89,7 @@ def train_run(
     return record
 
 
-def eval_run(out: Path, corpus: Path, name: str, overrides: list[str] = ()) -> dict[str, Any]:
+def eval_run(out: Path, corpus: Path, name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Test-split WER/CER of a run's last checkpoint (``out/eval_<name>/results.json``)."""
     eval_dir = out / f"eval_{name}"
     results = eval_dir / "results.json"
@@ -115,9 +115,11 @@ class Clock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+        self.steps: list[str] = []  # run by this invocation, in order
 
     def run(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)``, its time added to step ``name``."""
+        self.steps.append(name)
         start = time.time()
         try:
             return fn(*args, **kwargs)
@@ -125,9 +127,10 @@ class Clock:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.time() - start, 1)
             self.path.write_text(json.dumps(self.seconds, indent=2))
 
-    def timings(self, records: list[dict]) -> list[dict]:
-        """``records`` (dicts with a ``run`` name) with their accumulated ``seconds``."""
-        return [{**r, "seconds": self.seconds.get(r["run"], 0.0)} for r in records]
+    def timings(self, details: Mapping[str, dict] | None = None) -> list[dict]:
+        """This invocation's steps in order: ``{"run": name, **details[name], "seconds": accumulated}``."""
+        details = details or {}
+        return [{"run": n, **details.get(n, {}), "seconds": self.seconds[n]} for n in self.steps]
 
 
 def run_demo(cfg: DictConfig) -> Path:
@@ -135,17 +138,16 @@ def run_demo(cfg: DictConfig) -> Path:
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(out / "timings.json")
-    records: list[dict] = [{"run": "corpus"}]
     corpus = clock.run("corpus", prepare_corpus, out, cfg)
+    runs: dict[str, dict] = {}  # training run -> its stage and steps
     for name, run in cfg.runs.items():
         extra = _init_from(out, run.get("init_from")) + list(run.get("overrides") or [])
-        records.append(clock.run(name, train_run, out, corpus, name, run.stage, run.steps, extra, cfg))
+        runs[name] = clock.run(name, train_run, out, corpus, name, run.stage, run.steps, extra, cfg)
     for kind in ("ssl", "random"):
         name, init = f"sft_{kind}_encoder", _init_from(out, cfg.comparison[kind])
-        records.append(clock.run(name, train_run, out, corpus, name, "sft", cfg.comparison.steps, init, cfg))
+        runs[name] = clock.run(name, train_run, out, corpus, name, "sft", cfg.comparison.steps, init, cfg)
     evaluate = {name: [*cfg.eval_overrides, *(o or [])] for name, o in cfg.evaluate.items()}
     evaluate |= {"sft_ssl_encoder": list(cfg.eval_overrides), "sft_random_encoder": list(cfg.eval_overrides)}
-    records.append({"run": "eval"})
     evals = clock.run("eval", lambda: {name: eval_run(out, corpus, name, o) for name, o in evaluate.items()})
     sections: list[str] = []
     if cfg.rl:
@@ -160,7 +162,6 @@ def run_demo(cfg: DictConfig) -> Path:
             *rl_report_lines(gains, *names),
         ]
     if cfg.context.enabled:
-        records.append({"run": "context measurement"})
         context = clock.run(
             "context measurement",
             measure_context,
@@ -175,7 +176,6 @@ def run_demo(cfg: DictConfig) -> Path:
         )
         sections += ["", *context_report_lines(context)]
     if cfg.quant.enabled:
-        records.append({"run": "quantization measurement"})
         quant = clock.run(
             "quantization measurement",
             measure_quantization,
@@ -196,7 +196,7 @@ def run_demo(cfg: DictConfig) -> Path:
             "",
             *quant_report_lines(quant),
         ]
-    timings = clock.timings(records)
+    timings = clock.timings(runs)
     total = sum(t["seconds"] for t in timings)
     report = write_report(out, timings, evals, total_seconds=total, sections=sections)
     print(f"report: {report}")

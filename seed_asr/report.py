@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def write_report(
     timings: list[dict],
     evals: dict[str, dict],
     total_seconds: float,
-    sections: list[str] = (),
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write ``report.md`` (+ PNGs) into ``out`` and return its path; ``sections``: extra markdown lines."""
     train_runs = [t["run"] for t in timings if "stage" in t]

@@ -63,7 +63,7 @@ class TranscriptCollector:
         """A table of the first transcripts (wandb: with an audio player for the first `SAMPLE_AUDIO`;
         TensorBoard: a text table and the audio clips)."""
         rows = [
-            [m.get("__key__", m.get("key", "")), m.get("lang", ""), m.get("domain", ""), r, h]
+            [m.get("key", ""), m.get("lang", ""), m.get("domain", ""), r, h]
             for h, r, m in self.rows[:SAMPLE_ROWS]
         ]
         columns = ["key", "lang", "domain", "reference", "hypothesis"]

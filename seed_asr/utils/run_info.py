@@ -61,10 +61,13 @@ def save_run_files(cfg: DictConfig, output_dir: str | Path, info: dict[str, Any]
 
 
 WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
+_wandb_dirs_set: dict[str, str] = {}  # what keep_wandb_files_in last set, to tell it from the user's
 
 
 def keep_wandb_files_in(output_dir: str | Path) -> None:
     """Point wandb's staging, cache and artifact folders (home-directory defaults) into the run folder,
-    unless the user set them: a run writes nothing outside its folder."""
+    unless the user set them: a run writes nothing outside its folder (also the second of two runs in
+    one process)."""
     for name, sub in WANDB_DIRS.items():
-        os.environ.setdefault(name, str(Path(output_dir) / "wandb" / sub))
+        if os.environ.get(name) in (None, _wandb_dirs_set.get(name)):
+            os.environ[name] = _wandb_dirs_set[name] = str(Path(output_dir) / "wandb" / sub)

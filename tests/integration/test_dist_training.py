@@ -76,24 +76,19 @@ def dist(setup: dict) -> dict:
         for stage in STAGES
         for strategy in STRATEGIES
     ]
-    jobs.append(
+    jobs += [
         {
-            "name": "sft_bf16-deepspeed_stage_2",
-            "overrides": train_overrides("sft", shards, devices=2, strategy="deepspeed_stage_2")
+            "name": f"sft_{variant}-{strategy}",
+            "overrides": train_overrides("sft", shards, devices=2, strategy=strategy)
             + setup["extra"]["sft"]
-            + BF16_ACCUM,
-            "output_dir": str(root / "sft_bf16-deepspeed_stage_2"),
+            + options,
+            "output_dir": str(root / f"sft_{variant}-{strategy}"),
         }
-    )
-    jobs.append(
-        {
-            "name": "sft_ckpt-deepspeed_stage_3",
-            "overrides": train_overrides("sft", shards, devices=2, strategy="deepspeed_stage_3")
-            + setup["extra"]["sft"]
-            + CHECKPOINTING,
-            "output_dir": str(root / "sft_ckpt-deepspeed_stage_3"),
-        }
-    )
+        for variant, strategy, options in (
+            ("bf16", "deepspeed_stage_2", BF16_ACCUM),
+            ("ckpt", "deepspeed_stage_3", CHECKPOINTING),
+        )
+    ]
     results = run_group(jobs, root / "group")
     return {
         job["name"]: (results[job["name"]], csv_column(Path(job["output_dir"]), "train/loss_global"))
@@ -150,9 +145,7 @@ def test_activation_checkpointing_under_zero3_leaves_the_loss_curve_unchanged(
     _assert_same_curve(curve, setup["refs"]["sft"], rtol=1e-4)
 
 
-def test_export_of_zero3_checkpoint_matches_ddp_weights(
-    dist: dict, setup: dict, tmp_path: Path
-) -> None:
+def test_export_of_zero3_checkpoint_matches_ddp_weights(dist: dict, setup: dict, tmp_path: Path) -> None:
     """A 2-rank ZeRO-3 folder consolidates to the weights DDP reached on the same batches."""
     root = setup["root"]
     zero3 = export_checkpoint(root / "sft-deepspeed_stage_3", tmp_path / "zero3")
