@@ -186,6 +186,15 @@ class LocalSlurm:
         out = self.command("scontrol", "show", "job", "-o", job_id).stdout
         return dict(re.findall(r"(\w+)=(\S*)", out))
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the slurmctld and slurmd logs, for failure messages."""
+        parts = []
+        for name in ("slurmctld.log", "slurmd.log"):
+            path = self.root / name
+            text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            parts.append(f"\n--- {name} ---\n" + "\n".join(text))
+        return "".join(parts)
+
     def wait(self, job_id: str, states: set[str], timeout: float) -> dict[str, str]:
         """Poll the job until its state is one of ``states``; returns the last ``scontrol`` view."""
         deadline = time.monotonic() + timeout
