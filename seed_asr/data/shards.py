@@ -35,11 +35,13 @@ def make_record(
     keywords: Sequence[str] = (),
     entities: Sequence[str] = (),
     dialogue: str = "",
+    phonemes: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON record of one utterance, with the keys and order of the contract."""
+    """The JSON record of one utterance, with the keys and order of the contract (``phonemes``, the IPA
+    string the utterance was read as, only when known)."""
     if isinstance(keywords, str) or isinstance(entities, str):
         raise TypeError(f"keywords and entities must be sequences of strings, got {keywords!r}, {entities!r}")
-    return {
+    record = {
         "text": text,
         "lang": lang,
         "domain": domain,
@@ -48,14 +50,19 @@ def make_record(
         "context": {"history": history, "keywords": list(keywords), "entities": list(entities)},
         "dialogue": dialogue,
     }
+    if phonemes is not None:
+        record["phonemes"] = phonemes
+    return record
 
 
 def check_record(record: Mapping[str, Any]) -> None:
     """Raise ValueError naming what in ``record`` breaks the contract."""
     strings = ("text", "lang", "domain", "speaker", "dialogue")
     expected = {*strings, "duration", "context"}
-    if set(record) != expected:
-        raise ValueError(f"record keys {sorted(record)} differ from {sorted(expected)}")
+    if set(record) - {"phonemes"} != expected:
+        raise ValueError(f"record keys {sorted(record)} differ from {sorted(expected)} (+ optional phonemes)")
+    if not isinstance(record.get("phonemes", ""), str):
+        raise ValueError(f"record phonemes must be a string, got {record['phonemes']!r}")
     for key in strings:
         if not isinstance(record[key], str):
             raise ValueError(f"record {key!r} must be a string, got {record[key]!r}")

@@ -12,6 +12,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from seed_asr.data import phonemes
 from seed_asr.data.prompts import PromptBuilder, PromptIds
 from seed_asr.models.converter import Converter
 from seed_asr.models.encoder import EncoderOutput, padding_mask
@@ -52,7 +53,9 @@ class SpeechLLM(nn.Module):
         encoder_layer: which block's output feeds the converter (-1: the last; Seed-ASR found an
             intermediate one, ~25 of 32, most useful).
         ctc_weight: weight of an auxiliary CTC loss on the last encoder block (0 disables the head).
-            Its vocabulary is the tokenizer's, with the pad token as blank.
+        ctc_units: the CTC head's labels: "tokens" (the tokenizer's vocabulary, the pad token as blank)
+            or "phonemes" (each record's IPA `phonemes`, `seed_asr.data.phonemes`; the built-in corpus
+            writes them, and they are learnt much sooner than characters of a large script).
         max_tokens_per_second: transcript tokens per second of audio allowed when decoding.
         max_new_tokens_margin: extra tokens allowed on top.
         frame_shift_s: fbank hop (10 ms), to turn audio tokens back into seconds.
@@ -69,6 +72,7 @@ class SpeechLLM(nn.Module):
         lora: Callable[[PreTrainedModel], PeftModel] | None = None,
         encoder_layer: int = -1,
         ctc_weight: float = 0.0,
+        ctc_units: str = "tokens",
         max_tokens_per_second: float = 20.0,
         max_new_tokens_margin: int = 10,
         frame_shift_s: float = 0.01,
@@ -84,8 +88,12 @@ class SpeechLLM(nn.Module):
         self.llm = lora(base_llm) if lora is not None else base_llm
         self.converter = converter(in_dim=encoder.d_model, out_dim=base_llm.config.hidden_size)
         self.encoder_layer = encoder_layer
+        if ctc_units not in ("tokens", "phonemes"):
+            raise ValueError(f"ctc_units must be 'tokens' or 'phonemes', got {ctc_units!r}")
         self.ctc_weight = ctc_weight
-        self.ctc_head = nn.Linear(encoder.d_model, len(tokenizer)) if ctc_weight > 0 else None
+        self.ctc_units = ctc_units
+        classes = len(tokenizer) if ctc_units == "tokens" else phonemes.NUM_CLASSES
+        self.ctc_head = nn.Linear(encoder.d_model, classes) if ctc_weight > 0 else None
         self.max_tokens_per_second = max_tokens_per_second
         self.max_new_tokens_margin = max_new_tokens_margin
         self.frame_shift_s = frame_shift_s
@@ -244,7 +252,8 @@ class SpeechLLM(nn.Module):
 
         Returns:
             loss (ce_loss + ctc_weight * ctc_loss), ce_loss (mean over transcript + eos tokens),
-            ctc_loss (when the CTC head is on), n_tokens (tokens under the cross-entropy).
+            ctc_loss (when the CTC head is on and has labels: phoneme labels missing outside training
+            skip it), n_tokens (tokens under the cross-entropy).
         """
         audio_embeds, audio_lens, enc = self.encode_audio(batch["feats"], batch["feat_lens"])
         inputs = self.build_inputs(
@@ -254,21 +263,44 @@ class SpeechLLM(nn.Module):
         n_tokens = selected.sum()
         ce_loss = -token_logp.sum() / n_tokens
         out = {"ce_loss": ce_loss, "n_tokens": n_tokens, "loss": ce_loss}
-        if self.ctc_head is not None:
-            out["ctc_loss"] = self.ctc_loss(enc, batch["texts"])
+        targets = self.ctc_targets(batch) if self.ctc_head is not None else None
+        if targets is not None:
+            out["ctc_loss"] = self.ctc_loss(enc, targets)
             out["loss"] = ce_loss + self.ctc_weight * out["ctc_loss"]
         return out
 
-    def ctc_loss(self, enc: EncoderOutput, texts: Sequence[str]) -> torch.Tensor:
-        """CTC loss of the CTC head on the last encoder block (mean over samples of loss / target length)."""
-        targets = [self.prompt.encode(t) for t in texts]
+    def ctc_targets(self, batch: Mapping) -> list[list[int]] | None:
+        """The CTC labels of each sample (`ctc_units`); None when phonemes are missing outside training.
+
+        Raises:
+            ValueError: in training, a sample's record has no `phonemes` (ctc_units="phonemes").
+        """
+        if self.ctc_units == "tokens":
+            return [self.prompt.encode(t) for t in batch["texts"]]
+        metas = batch.get("metas") or [{}] * len(batch["texts"])
+        missing = [key for key, meta in zip(batch.get("keys") or ["?"] * len(metas), metas)
+                   if not isinstance(meta.get("phonemes"), str)]
+        if missing and self.training:
+            raise ValueError(
+                f"model.ctc_units=phonemes but the records of {missing[:3]} have no 'phonemes' (the built-in "
+                "corpus writes them); set model.ctc_units=tokens for shards without them"
+            )
+        return None if missing else [phonemes.phoneme_ids(meta["phonemes"]) for meta in metas]
+
+    def ctc_loss(self, enc: EncoderOutput, targets: Sequence[Sequence[int]]) -> torch.Tensor:
+        """CTC loss of the CTC head on the last encoder block (mean over samples of loss / target length).
+
+        Args:
+            enc: the encoder output (B, T', D).
+            targets: B label sequences (`ctc_targets`).
+        """
         log_probs = self.ctc_head(enc.hidden).float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
         return F.ctc_loss(
             log_probs,
             torch.tensor([i for t in targets for i in t], dtype=torch.long, device=log_probs.device),
             enc.lens,
             torch.tensor([len(t) for t in targets], dtype=torch.long, device=log_probs.device),
-            blank=self.tokenizer.pad_token_id,
+            blank=self.tokenizer.pad_token_id if self.ctc_units == "tokens" else phonemes.BLANK,
             zero_infinity=True,
         )
 

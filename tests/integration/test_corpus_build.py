@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.corpus import build
 from seed_asr.data.corpus.build import build_corpus
+from seed_asr.data.corpus.synth import get_engine
 from seed_asr.data.corpus.texts import load_lexicon
 from seed_asr.data.corpus.voices import Speaker, voice_spaces
 from seed_asr.data.shards import check_record
@@ -75,6 +76,7 @@ def test_records_follow_the_contract_and_match_their_audio(corpus):
         assert float(np.sqrt(np.mean(wave**2))) > 0.02  # speech, not silence
         speaker = Speaker.parse(record["speaker"])
         assert speaker.voice in voice_spaces()[record["lang"]].accents
+        assert record["phonemes"] == get_engine().phonemes(record["text"], speaker.espeak_voice)
         lexicon = load_lexicon(record["lang"])
         context = record["context"]
         assert set(context["entities"]) <= set(context["keywords"])

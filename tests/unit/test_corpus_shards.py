@@ -141,6 +141,7 @@ def test_split_writer_guards_keys_and_existing_shards(tmp_path):
         ({"context": {"history": ""}}, "context must have"),
         ({"context": {"history": "", "keywords": "ab", "entities": []}}, "keywords must be a list"),
         ({"extra": 1}, "keys"),
+        ({"phonemes": ["h", "a"]}, "phonemes must be a string"),
     ],
 )
 def test_check_record_names_the_problem(change, message):

@@ -262,11 +262,11 @@ def build_corpus(
         }
         workers = min(default_workers() if num_workers is None else num_workers, len(blocks))
         rendered = itertools.chain.from_iterable(ordered_map(render_block, blocks, workers, chunksize=1))
-        for utt, (flac, num_samples) in zip(plan, rendered, strict=True):
+        for utt, (flac, num_samples, phonemes) in zip(plan, rendered, strict=True):
             record = make_record(
                 text=utt.text, lang=utt.lang, domain=utt.domain, speaker=utt.speaker.name,
                 duration=num_samples / SAMPLE_RATE, history=utt.history, keywords=utt.keywords,
-                entities=utt.entities, dialogue=utt.dialogue,
+                entities=utt.entities, dialogue=utt.dialogue, phonemes=phonemes,
             )
             writers[utt.split].write(utt.key, flac, record)
             durations.append((utt, num_samples / SAMPLE_RATE))

@@ -36,14 +36,15 @@ class RenderTask:
     seed: tuple[int, int]
 
 
-def render_block(tasks: Sequence[RenderTask]) -> list[tuple[bytes, int]]:
+def render_block(tasks: Sequence[RenderTask]) -> list[tuple[bytes, int, str]]:
     """Synthesise (and add noise to) a block of utterances, in order.
 
     The engine is reset first: espeak-ng carries signal-generator state from one utterance to the next,
     so a block gives the same audio in any process, after any other work.
 
     Returns:
-        Per task: 16-bit mono FLAC bytes at 16 kHz and the number of samples S.
+        Per task: 16-bit mono FLAC bytes at 16 kHz, the number of samples S, and the IPA phonemes
+        espeak-ng read the text as (with the speaker's voice).
     """
     engine = get_engine()
     engine.reset()
@@ -55,5 +56,5 @@ def render_block(tasks: Sequence[RenderTask]) -> list[tuple[bytes, int]]:
         wave = synthesize(task.text, speaker.espeak_voice, speaker.rate, speaker.pitch, seed=espeak_seed)
         if task.noise_snr_db is not None:
             wave = add_noise(wave, task.noise_snr_db, task.noise_color, np.random.default_rng(seeds))
-        out.append((encode_flac(wave), wave.size))
+        out.append((encode_flac(wave), wave.size, engine.phonemes(task.text, speaker.espeak_voice)))
     return out
