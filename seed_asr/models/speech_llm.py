@@ -269,6 +269,11 @@ class SpeechLLM(nn.Module):
             out["loss"] = ce_loss + self.ctc_weight * out["ctc_loss"]
         return out
 
+    @property
+    def ctc_blank(self) -> int:
+        """The CTC head's blank label: the pad token (tokens) or `phonemes.BLANK`."""
+        return self.tokenizer.pad_token_id if self.ctc_units == "tokens" else phonemes.BLANK
+
     def ctc_targets(self, batch: Mapping) -> list[list[int]] | None:
         """The CTC labels of each sample (`ctc_units`); None when phonemes are missing outside training.
 
@@ -300,7 +305,7 @@ class SpeechLLM(nn.Module):
             torch.tensor([i for t in targets for i in t], dtype=torch.long, device=log_probs.device),
             enc.lens,
             torch.tensor([len(t) for t in targets], dtype=torch.long, device=log_probs.device),
-            blank=self.tokenizer.pad_token_id if self.ctc_units == "tokens" else phonemes.BLANK,
+            blank=self.ctc_blank,
             zero_infinity=True,
         )
 
