@@ -74,8 +74,10 @@ def train_ctc(cfg, tokenizer, units: str, batches: list[dict], lr: float, warmup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=Path("runs/demo/corpus"), help="built-in corpus folder")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, default=Path("runs/demo/corpus"), help="corpus folder")
     parser.add_argument("--experiment", default="demo", help="conf/experiment/<name>.yaml (model, data)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -92,7 +94,8 @@ def main() -> None:
         batches = read_batches(cfg, args.steps)
         seconds = sum(float(b["audio_lens"].sum()) for b in batches) / 16000
         print(f"{args.steps} steps of {seconds / args.steps:.1f} audio s, lr {args.lr}, warmup {args.warmup}")
-        print(f"{'units':<9} {'classes':>7} {'loss first 50':>13} {'loss last 50':>12} {'non-blank':>9} {'s/step':>6}")
+        header = ("units", "classes", "loss first 50", "loss last 50", "non-blank", "s/step")
+        print("{:<9} {:>7} {:>13} {:>12} {:>9} {:>6}".format(*header))
         for units in ("tokens", "phonemes"):
             r = train_ctc(cfg, tokenizer, units, batches, args.lr, args.warmup)
             print(f"{units:<9} {r['classes']:>7} {r['first']:>13.3f} {r['last']:>12.3f} "

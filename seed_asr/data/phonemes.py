@@ -1,11 +1,11 @@
 """Phoneme strings (espeak-ng IPA, as the built-in corpus records how each utterance was read) -> CTC labels.
 
-A CTC head on phonemes learns far faster than one on the LLM's characters: the built-in corpus has ~900
-distinct Mandarin characters but a few dozen phonemes (with tones), and English has ~0.6 phonemes against
-~0.7 letters per 40 ms frame (CTC needs fewer labels than frames). The label set is fixed (not fitted to a corpus), so checkpoints stay compatible:
-blank, unknown, then every symbol of the Latin letters, digits (Mandarin tones), Latin-1 and Latin Extended-A
-letters, IPA Extensions, Spacing Modifier Letters, combining diacritics and Phonetic Extensions blocks.
-Stress marks, syllable and word boundaries are dropped.
+A CTC head on phonemes learns far faster than one on the LLM's characters, of which half the built-in
+corpus (Mandarin) has hundreds with a few dozen syllable sounds between them (`scripts/bench_ctc_units.py`).
+The label set is fixed (not fitted to a corpus), so checkpoints stay compatible: blank, unknown, then every
+symbol of the Latin letters, digits (Mandarin tones), Latin-1 and Latin Extended-A letters, IPA Extensions,
+Spacing Modifier Letters, combining diacritics and Phonetic Extensions blocks. Stress marks, syllable and
+word boundaries are dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ _SYMBOLS = (
     + "".join(chr(c) for c in range(0x1D00, 0x1D80))  # Phonetic Extensions (ᵻ, ...)
     + "θβχ"
 )
-_IDS = {symbol: index + 2 for index, symbol in enumerate(dict.fromkeys(s for s in _SYMBOLS if s not in _DROPPED))}
+_LABELED = dict.fromkeys(s for s in _SYMBOLS if s not in _DROPPED)
+_IDS = {symbol: index + 2 for index, symbol in enumerate(_LABELED)}
 NUM_CLASSES = len(_IDS) + 2
 
 

@@ -283,8 +283,8 @@ class SpeechLLM(nn.Module):
         if self.ctc_units == "tokens":
             return [self.prompt.encode(t) for t in batch["texts"]]
         metas = batch.get("metas") or [{}] * len(batch["texts"])
-        missing = [key for key, meta in zip(batch.get("keys") or ["?"] * len(metas), metas)
-                   if not isinstance(meta.get("phonemes"), str)]
+        keys = batch.get("keys") or ["?"] * len(metas)
+        missing = [k for k, m in zip(keys, metas, strict=True) if not isinstance(m.get("phonemes"), str)]
         if missing and self.training:
             raise ValueError(
                 f"model.ctc_units=phonemes but the records of {missing[:3]} have no 'phonemes' (the built-in "

@@ -1,6 +1,6 @@
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 from models_helpers import make_batch, tiny_speech_llm  # noqa: F401
 
 from seed_asr.data import phonemes
@@ -29,7 +29,7 @@ IPA = ["kˈɔːl ˈanəliːz", "tɕˈin1 tʰjˈɛn1 tʰjˈɛn1 tɕʰˈi5 xˈən2
 def phoneme_batch():
     batch = make_batch(TEXTS, [90, 61])
     batch["keys"] = ["u0", "u1"]
-    for meta, ipa in zip(batch["metas"], IPA):
+    for meta, ipa in zip(batch["metas"], IPA, strict=True):
         meta["phonemes"] = ipa
     return batch
 
