@@ -74,11 +74,14 @@ class RandomProjectionQuantizer(nn.Module):
         self.num_codebooks = num_codebooks
         self.chunk_size = chunk_size
         self._output_lengths = output_lengths
+        # drawn on the CPU whatever the default device (Lightning builds modules under the GPU's), so the
+        # targets depend on the seed alone
         gen = torch.Generator().manual_seed(seed)
-        projection = torch.empty(num_codebooks, input_dim * stack, code_dim)
+        projection = torch.empty(num_codebooks, input_dim * stack, code_dim, device="cpu")
         for p in projection:
             nn.init.xavier_uniform_(p, generator=gen)
-        codebooks = F.normalize(torch.randn(num_codebooks, codebook_size, code_dim, generator=gen), dim=-1)
+        codebooks = torch.randn(num_codebooks, codebook_size, code_dim, generator=gen, device="cpu")
+        codebooks = F.normalize(codebooks, dim=-1)
         self.register_buffer("projection", projection)
         self.register_buffer("codebooks", codebooks)
 

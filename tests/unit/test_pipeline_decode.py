@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from scipy.signal import resample_poly
 
-from seed_asr.data.audio import encode_flac
+from seed_asr.data.audio import encode_flac, resample
 from seed_asr.data.pipeline import (
     Augmenter,
     Collator,
@@ -49,6 +50,17 @@ def test_stereo_is_downmixed_and_rates_are_resampled():
     np.testing.assert_allclose(stereo.audio.std(), 0.75 * 0.5 / np.sqrt(2), rtol=0.02)
     hi_fi = decode_sample(raw("cd", encoded(0.1 * np.ones(44100), 44100)))
     assert hi_fi.audio.shape == (16000,) and hi_fi.meta == {"text": "hello"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("sr_in", "sr_out"), [(22050, 16000), (8000, 16000), (17778, 16000), (44100, 16000)])
+def test_resample_matches_scipy_default_filter(sr_in, sr_out, dtype):
+    wave = np.random.default_rng(0).standard_normal(3 * sr_in).astype(dtype)
+    ours = resample(wave, sr_in, sr_out)
+    up, down = sr_out // np.gcd(sr_in, sr_out), sr_in // np.gcd(sr_in, sr_out)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, resample_poly(wave, up, down).astype(np.float32))
+    np.testing.assert_array_equal(resample(wave, sr_in, sr_out), ours)  # the cached filter is unchanged
 
 
 def test_duration_filter_names_the_reason():

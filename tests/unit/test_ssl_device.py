@@ -49,3 +49,13 @@ def test_kmeans_on_device(device):
     assert result.centroids.device.type == device
     found = result.centroids.cpu()[torch.cdist(centres, result.centroids.cpu()).argmin(1)]
     assert torch.allclose(found, centres, atol=0.15)
+
+
+def test_quantizer_is_built_on_the_cpu_under_another_default_device():
+    """Lightning builds modules under the accelerator as default device (meta stands in for it here);
+    the projection and codebooks still come from the CPU generator, the same as a plain build."""
+    plain = RandomProjectionQuantizer(seed=3)
+    with torch.device("meta"):
+        built = RandomProjectionQuantizer(seed=3)
+    torch.testing.assert_close(built.projection, plain.projection, rtol=0, atol=0)
+    torch.testing.assert_close(built.codebooks, plain.codebooks, rtol=0, atol=0)
