@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from seed_asr.metrics.targets import verdict
+
 METRICS = ("wer", "b_wer", "u_wer", "keyword_recall")
+RL_GAIN_TARGET = -0.05  # RL lowers WER and B-WER by at least 5% relative
 
 
 def relative_change(before: float, after: float) -> float:
@@ -50,7 +53,8 @@ def rl_gains(
 def rl_report_lines(
     gains: Mapping[str, Mapping[str, float]], before: str, after: str, control: str | None = None
 ) -> list[str]:
-    """A markdown table of `rl_gains`: one row per metric, values in %, changes relative to `before`."""
+    """A markdown table of `rl_gains` (one row per metric, values in %, changes relative to `before`),
+    then the target: `after` lowers WER and B-WER by at least 5% relative."""
     runs = [r for r in (before, after, control) if r]
     header = ["metric", *runs, *(f"{r} vs {before}" for r in runs[1:])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -58,4 +62,8 @@ def rl_report_lines(
         values = [f"{100 * row[r]:.2f}" for r in runs]
         changes = [f"{100 * row[f'{r}_rel']:+.1f}% rel" for r in runs[1:]]
         lines.append("| " + " | ".join([metric, *values, *changes]) + " |")
+    if "wer" in gains and "b_wer" in gains:
+        met = all(gains[m][f"{after}_rel"] <= RL_GAIN_TARGET for m in ("wer", "b_wer"))
+        lines += ["", f"- {after} lowers WER and B-WER by >= {-RL_GAIN_TARGET:.0%} relative: "
+                  f"{verdict(met, gains['wer'][before])}."]
     return lines

@@ -19,6 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from seed_asr.eval import evaluate
+from seed_asr.metrics.targets import verdict
 from seed_asr.quant.storage import read_report
 from seed_asr.quantize import quantize
 
@@ -119,7 +120,7 @@ def _relative(wer: float, base: float) -> float:
 
 
 def quant_report_lines(result: dict[str, Any]) -> list[str]:
-    """Markdown: one table row per (setting, method) and the targets with pass/fail.
+    """Markdown: one table row per (setting, method) and the targets with their verdicts.
 
     The error rate is the corpus's mixed measure (word errors for English, character errors for Mandarin).
     """
@@ -134,7 +135,7 @@ def quant_report_lines(result: dict[str, Any]) -> list[str]:
                      f"{_fmt(r['cer_zh'])} | {rel:+.1%} | "
                      f"{r['bytes'] / 1024:.0f} | {r['ratio_vs_fp16']:.3f} | {r['seconds']:.1f} | "
                      f"{r['mean_error']:.4f} |")
-    lines += ["", *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in quant_targets(result)]]
+    lines += ["", *[f"- {text}: {verdict(ok, fp['wer'])}" for text, ok in quant_targets(result)]]
     return lines
 
 

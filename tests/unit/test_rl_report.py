@@ -24,5 +24,11 @@ def test_report_table_and_missing_run():
     lines = rl_report_lines(rl_gains(EVALS, "sft", "rl"), "sft", "rl")
     assert lines[0] == "| metric | sft | rl | rl vs sft |"
     assert "| wer | 20.00 | 18.00 | -10.0% rel |" in lines
+    assert lines[-1] == "- rl lowers WER and B-WER by >= 5% relative: met."  # -10% and -20%
+    assert rl_report_lines(rl_gains(EVALS, "sft", "sft_more"), "sft", "sft_more")[-1].endswith(": NOT met.")
+    untrained = {"sft": {"wer": 1.05, "b_wer": 1.0}, "rl": {"wer": 0.98, "b_wer": 0.9}}
+    assert "not assessed: the reference model's error rate is 105.0%" in rl_report_lines(
+        rl_gains(untrained, "sft", "rl"), "sft", "rl"
+    )[-1]
     with pytest.raises(KeyError, match="context_sft"):
         rl_gains(EVALS, "context_sft", "rl")
