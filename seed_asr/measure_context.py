@@ -149,7 +149,7 @@ def _pct(value: float) -> str:
 
 def context_report_lines(result: dict[str, Any]) -> list[str]:
     """Markdown section of the demo report: the grid as a table and the targets."""
-    s, settings = result["summary"], result["settings"]
+    s, settings, cells = result["summary"], result["settings"], result["cells"]
     lines = [
         "## Context: context SFT and joint beam search",
         "",
@@ -161,12 +161,11 @@ def context_report_lines(result: dict[str, Any]) -> list[str]:
         "| model | context | decoding | WER % | B-WER % | U-WER % | keyword recall % | hallucinated |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in result["cells"].items():
+    for name, m in cells.items():
         model, mode, decoding = name.split("/")
         rates = [_pct(m[k]) if k in m else "-" for k in ("wer", "b_wer", "u_wer", "keyword_recall")]
         rates.append(str(m["hallucinated_keywords"]))
         lines.append(f"| {model} | {mode} | {decoding} | {' | '.join(rates)} |")
-    cells = result["cells"]
     recall_verdict = verdict(s["keyword_recall_gain_met"], cells["context_sft/relevant/beam"]["wer"])
     irrelevant_verdict = verdict(s["irrelevant_wer_met"], cells["context_sft/none/beam"]["wer"])
     lines += [
