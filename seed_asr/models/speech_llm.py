@@ -252,8 +252,8 @@ class SpeechLLM(nn.Module):
 
         Returns:
             loss (ce_loss + ctc_weight * ctc_loss), ce_loss (mean over transcript + eos tokens),
-            ctc_loss (when the CTC head is on and has labels: phoneme labels missing outside training
-            skip it), n_tokens (tokens under the cross-entropy).
+            ctc_loss (when the CTC head is on, reaches a trainable parameter and has labels: phoneme
+            labels missing outside training skip it), n_tokens (tokens under the cross-entropy).
         """
         audio_embeds, audio_lens, enc = self.encode_audio(batch["feats"], batch["feat_lens"])
         inputs = self.build_inputs(
@@ -263,11 +263,19 @@ class SpeechLLM(nn.Module):
         n_tokens = selected.sum()
         ce_loss = -token_logp.sum() / n_tokens
         out = {"ce_loss": ce_loss, "n_tokens": n_tokens, "loss": ce_loss}
-        targets = self.ctc_targets(batch) if self.ctc_head is not None else None
+        targets = self.ctc_targets(batch) if self.ctc_trains_something else None
         if targets is not None:
             out["ctc_loss"] = self.ctc_loss(enc, targets)
             out["loss"] = ce_loss + self.ctc_weight * out["ctc_loss"]
         return out
+
+    @property
+    def ctc_trains_something(self) -> bool:
+        """Whether the CTC head is on and its loss reaches a trainable parameter (head or encoder); the
+        align stage freezes both, so its loss would be a constant costing compute and burying the curve."""
+        if self.ctc_head is None:
+            return False
+        return any(p.requires_grad for m in (self.ctc_head, self.encoder) for p in m.parameters())
 
     @property
     def ctc_blank(self) -> int:

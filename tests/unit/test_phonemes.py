@@ -60,6 +60,17 @@ def test_missing_phonemes_fail_in_training_naming_the_sample_and_are_skipped_in_
     assert "ctc_loss" not in out and out["loss"] is out["ce_loss"]
 
 
+def test_ctc_is_skipped_when_head_and_encoder_are_frozen():
+    model = tiny_speech_llm(ctc_weight=0.5, ctc_units="phonemes")
+    batch = phoneme_batch()
+    for module in (model.ctc_head, model.encoder):
+        module.requires_grad_(False)
+    out = model.train()(batch)
+    assert "ctc_loss" not in out and out["loss"] is out["ce_loss"]
+    model.encoder.requires_grad_(True)  # the loss reaches the encoder again
+    assert "ctc_loss" in model(batch)
+
+
 def test_bad_ctc_units_fail_at_construction():
     with pytest.raises(ValueError, match="ctc_units"):
         tiny_speech_llm(ctc_weight=0.5, ctc_units="letters")
