@@ -7,6 +7,7 @@ the same steps with the SFT loss) separates the effect of the RL objective from 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,11 @@ def rl_gains(
     return out
 
 
+def _change_cell(rel: float) -> str:
+    """A relative change as a table cell; 'n/a' when the starting value was 0 (e.g. keyword recall)."""
+    return "n/a" if math.isnan(rel) else f"{100 * rel:+.1f}% rel"
+
+
 def rl_report_lines(
     gains: Mapping[str, Mapping[str, float]], before: str, after: str, control: str | None = None
 ) -> list[str]:
@@ -60,7 +66,7 @@ def rl_report_lines(
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric, row in gains.items():
         values = [f"{100 * row[r]:.2f}" for r in runs]
-        changes = [f"{100 * row[f'{r}_rel']:+.1f}% rel" for r in runs[1:]]
+        changes = [_change_cell(row[f"{r}_rel"]) for r in runs[1:]]
         lines.append("| " + " | ".join([metric, *values, *changes]) + " |")
     if "wer" in gains and "b_wer" in gains:
         met = all(gains[m][f"{after}_rel"] <= RL_GAIN_TARGET for m in ("wer", "b_wer"))

@@ -30,5 +30,8 @@ def test_report_table_and_missing_run():
     assert "not assessed: the reference model's error rate is 105.0%" in rl_report_lines(
         rl_gains(untrained, "sft", "rl"), "sft", "rl"
     )[-1]
+    no_recall = {"sft": {"wer": 0.5, "keyword_recall": 0.0}, "rl": {"wer": 0.5, "keyword_recall": 0.1}}
+    lines = rl_report_lines(rl_gains(no_recall, "sft", "rl"), "sft", "rl")
+    assert "| keyword_recall | 0.00 | 10.00 | n/a |" in lines  # no relative change from 0
     with pytest.raises(KeyError, match="context_sft"):
         rl_gains(EVALS, "context_sft", "rl")
