@@ -38,7 +38,8 @@ def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
     """Build the corpus and its CMVN statistics unless they exist."""
     corpus = out / "corpus"
     if not (corpus / "stats.json").exists():
-        build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed, overwrite=True)
+        build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed,
+                     invented_names=cfg.corpus.invented_names, overwrite=True)
     if not (corpus / "cmvn.json").exists():  # the corpus command writes it too
         write_split_cmvn(corpus, cfg.cmvn_utterances)
     return corpus

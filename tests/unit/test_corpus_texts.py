@@ -1,5 +1,6 @@
 """Dialogue texts, entities and keywords of the built-in corpus."""
 
+import itertools
 import random
 import re
 
@@ -82,8 +83,9 @@ def test_espeak_reads_every_mandarin_character_as_mandarin():
     lexicon = load_lexicon("zh")
     rng = random.Random(0)
     numbers = "".join(fn(rng) for fn in NUMBER_SLOTS["zh"].values() for _ in range(20))
-    words = [*lexicon.slots.values(), *lexicon.templates.values(), *(p for pool in lexicon.pools.values()
-                                                                    for p in pool.parts)]
+    pools = load_lexicon("zh", 1.0).pools.values()
+    words = [*lexicon.slots.values(), *lexicon.templates.values(), *(p for pool in pools for p in pool.parts),
+             *(p for pool in pools for p in (pool.invented.head, pool.invented.tail, *pool.invented.unit))]
     chars = set("".join(CJK.findall(numbers + "".join(w for group in words for w in group))))
     engine = get_engine()
     for char in sorted(chars):
@@ -109,3 +111,40 @@ def test_texts_are_deterministic_in_the_seed():
         [[t.text for t in d] for _, d in _dialogues("en", 5, seed=3)]
     assert [[t.text for t in d] for _, d in _dialogues("zh", 5, seed=3)] != \
         [[t.text for t in d] for _, d in _dialogues("zh", 5, seed=4)]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_invented_names_practically_never_repeat_and_replace_listed_ones_at_their_share(lang):
+    listed, invented = load_lexicon(lang, 0.0), load_lexicon(lang, 1.0)
+    for kind, pool in listed.pools.items():
+        names = {"".join(parts) for parts in itertools.product(*pool.parts)}
+        rng = random.Random(0)
+        assert all(pool.draw(rng) in names for _ in range(200))
+        rng = random.Random(0)
+        drawn = [invented.pools[kind].draw(rng) for _ in range(1000)]
+        assert len(set(drawn)) >= 950, (kind, drawn[:20])  # a space of millions
+        assert sum(name in names for name in drawn) <= 10
+        half = load_lexicon(lang, 0.5).pools[kind]
+        rng = random.Random(1)
+        share = sum(half.draw(rng) not in names for _ in range(2000)) / 2000
+        assert 0.45 < share < 0.55, (kind, share)
+
+
+def test_invented_names_look_like_names_of_their_language():
+    rng = random.Random(0)
+    for kind, pool in load_lexicon("en", 1.0).pools.items():
+        for _ in range(300):
+            name = pool.draw(rng)
+            assert re.fullmatch(r"[A-Z][a-z]{2,}", name), (kind, name)
+    surnames = set(read_word_list("surnames_zh.txt"))
+    lexicon = load_lexicon("zh", 1.0)
+    for _ in range(300):
+        name, place = lexicon.pools["name"].draw(rng), lexicon.pools["place"].draw(rng)
+        assert CJK.fullmatch(name)
+        assert any(name.startswith(s) and 1 <= len(name) - len(s) <= 2 for s in surnames), name
+        assert CJK.fullmatch(place) and len(place) == 3
+
+
+def test_a_share_outside_zero_one_is_an_error():
+    with pytest.raises(ValueError, match="invented_names must be a probability"):
+        load_lexicon("en", -0.1)

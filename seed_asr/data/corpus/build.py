@@ -71,8 +71,12 @@ def plan_corpus(
     turns: tuple[int, int],
     num_distractors: tuple[int, int],
     voices: Mapping[str, VoiceSpace],
+    invented_names: float = 0.0,
 ) -> list[PlannedUtterance]:
     """Dialogues, texts, contexts, speakers and splits of the corpus, deterministic from ``seed``.
+
+    ``invented_names`` is the probability that an entity (and a distractor) is invented rather than
+    listed (`load_lexicon`).
 
     Whole dialogues go to one split, and a text belongs to one split only: a dialogue repeating a
     text of another split joins that split, or is dropped when that split is full (or when its texts
@@ -93,7 +97,7 @@ def plan_corpus(
                                f"domains {list(domains)}; left unfilled: {room}")
         lang = rng.choices(languages, weights=lang_weights)[0]
         domain = rng.choice(domains)
-        lexicon = load_lexicon(lang)
+        lexicon = load_lexicon(lang, invented_names)
         dialogue = make_dialogue(lexicon, domain, rng.randint(*turns), rng)
         speaker = voices[lang].sample(rng)
         owners = {owner[turn.text] for turn in dialogue if turn.text in owner}
@@ -136,6 +140,7 @@ def _check_settings(
     shard_size: int,
     num_workers: int | None,
     voices: Mapping[str, VoiceSpace],
+    invented_names: float,
 ) -> None:
     """Raise ValueError naming the first bad setting (before any work starts)."""
     if isinstance(num_utterances, bool) or not isinstance(num_utterances, int) or num_utterances < 1:
@@ -157,6 +162,9 @@ def _check_settings(
         raise ValueError(f"turns must satisfy 1 <= low <= high, got {tuple(turns)}")
     if not 0 <= num_distractors[0] <= num_distractors[1]:
         raise ValueError(f"num_distractors must satisfy 0 <= low <= high, got {tuple(num_distractors)}")
+    if isinstance(invented_names, bool) or not isinstance(invented_names, int | float) \
+            or not 0.0 <= invented_names <= 1.0:
+        raise ValueError(f"invented_names must be a probability in [0, 1], got {invented_names!r}")
     if noise_snr_db is not None and not math.isfinite(noise_snr_db):
         raise ValueError(f"noise_snr_db must be a finite number or None, got {noise_snr_db!r}")
     if noise_color not in NOISE_COLORS:
@@ -204,6 +212,7 @@ def build_corpus(
     splits: Mapping[str, float] = DEFAULT_SPLITS,
     turns: tuple[int, int] = (2, 4),
     num_distractors: tuple[int, int] = (2, 6),
+    invented_names: float = 0.5,
     noise_snr_db: float | None = None,
     noise_color: str = "white",
     shard_size: int = 1000,
@@ -226,6 +235,8 @@ def build_corpus(
         splits: split name -> fraction of the utterances (fractions sum to 1).
         turns: inclusive (low, high) utterances per dialogue.
         num_distractors: inclusive (low, high) absent entities added to each utterance's keywords.
+        invented_names: probability that an entity or distractor is invented (a name from a space of
+            millions, :mod:`seed_asr.data.corpus.names`) rather than taken from the word lists.
         noise_snr_db: additive noise at this SNR; None for clean speech.
         noise_color: "white" or "pink".
         shard_size: samples per shard.
@@ -243,12 +254,13 @@ def build_corpus(
     spaces = voice_spaces(voices)
     turns, num_distractors = tuple(turns), tuple(num_distractors)
     _check_settings(num_utterances, languages, lang_weights, domains, splits, turns, num_distractors,
-                    noise_snr_db, noise_color, shard_size, num_workers, spaces)
+                    noise_snr_db, noise_color, shard_size, num_workers, spaces, invented_names)
     weights = [1.0 if lang_weights is None else lang_weights[lang] for lang in languages]
     out = Path(out_dir)
     start = time.perf_counter()
     plan = plan_corpus(
-        num_utterances, seed, languages, weights, domains, splits, turns, num_distractors, spaces
+        num_utterances, seed, languages, weights, domains, splits, turns, num_distractors, spaces,
+        float(invented_names),
     )
     tasks = [
         RenderTask(utt.text, utt.speaker, noise_snr_db, noise_color, (seed, index))
@@ -276,7 +288,8 @@ def build_corpus(
             "num_utterances": num_utterances, "languages": list(languages),
             "lang_weights": dict(zip(languages, weights, strict=True)),
             "domains": list(domains), "splits": dict(splits), "turns": list(turns),
-            "num_distractors": list(num_distractors), "noise_snr_db": noise_snr_db,
+            "num_distractors": list(num_distractors), "invented_names": invented_names,
+            "noise_snr_db": noise_snr_db,
             "noise_color": noise_color,
             "shard_size": shard_size, "sample_rate": SAMPLE_RATE, "render_block": RENDER_BLOCK,
             "espeak_ng": get_engine().version,

@@ -2,9 +2,9 @@
 
 Templates (``templates_<lang>.txt``) and common vocabulary (``slots_<lang>.txt``) are package data in
 an INI-like layout: a ``[section]`` line, then one entry per line. A ``{slot}`` is filled from, in
-order: the entity pools (rare proper nouns, kept for the whole dialogue so later turns can refer back
-to them), the number slots of :mod:`seed_asr.data.corpus.numbers`, or the vocabulary slots (whose
-values may contain slots themselves).
+order: the entity pools (proper nouns from the word lists or invented, :mod:`.names`, kept for the
+whole dialogue so later turns can refer back to them), the number slots of
+:mod:`seed_asr.data.corpus.numbers`, or the vocabulary slots (whose values may contain slots themselves).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from seed_asr.data.corpus.names import InventedNames, english_inventions, mandarin_names, mandarin_places
 from seed_asr.data.corpus.numbers import NUMBER_SLOTS
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -25,12 +26,17 @@ _SLOT = re.compile(r"\{(\w+)\}")
 
 @dataclass(frozen=True)
 class EntityPool:
-    """Rare proper nouns of one kind: one choice from each part, joined (Mandarin names: surname + given)."""
+    """Proper nouns of one kind: listed (one choice from each part, joined: Mandarin surname + given
+    name) or, with probability ``invented_share``, invented."""
 
     kind: str
     parts: tuple[tuple[str, ...], ...]
+    invented: InventedNames | None = None
+    invented_share: float = 0.0
 
     def draw(self, rng: random.Random) -> str:
+        if self.invented is not None and self.invented_share > 0 and rng.random() < self.invented_share:
+            return self.invented.draw(rng)
         return "".join(rng.choice(part) for part in self.parts)
 
 
@@ -98,26 +104,34 @@ def read_word_list(name: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def load_lexicon(lang: str) -> Lexicon:
-    """Load (once per process) and check the lexicon of ``lang``.
+def load_lexicon(lang: str, invented_share: float = 0.0) -> Lexicon:
+    """Load (once per process and share) and check the lexicon of ``lang``.
+
+    Args:
+        lang: "en" or "zh".
+        invented_share: probability that an entity is invented (:mod:`.names`) rather than listed.
 
     Raises:
-        ValueError: unknown language, or a template using a slot that nothing fills.
+        ValueError: unknown language, a share outside [0, 1], or a template using a slot that nothing fills.
     """
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; choose from {LANGUAGES}")
+    if not 0.0 <= invented_share <= 1.0:
+        raise ValueError(f"invented_names must be a probability in [0, 1], got {invented_share!r}")
     if lang == "en":
-        last = EntityPool("last", (read_word_list("last_names_en.txt"),))
+        lists = {kind: read_word_list(f"{kind}_en.txt") for kind in ("first_names", "last_names", "places")}
         pools = {
-            "first": EntityPool("first", (read_word_list("first_names_en.txt"),)),
-            "last": last,
-            "place": EntityPool("place", (read_word_list("places_en.txt"),)),
+            kind: EntityPool(kind, (lists[name],), english_inventions(kind), invented_share)
+            for kind, name in (("first", "first_names"), ("last", "last_names"), ("place", "places"))
         }
         entity_slots = {"first": "first", "last": "last", "street": "last", "place": "place"}
     else:
-        name = (read_word_list("surnames_zh.txt"), read_word_list("given_names_zh.txt"))
-        places = EntityPool("place", (read_word_list("places_zh.txt"),))
-        pools = {"name": EntityPool("name", name), "place": places}
+        surnames, given = read_word_list("surnames_zh.txt"), read_word_list("given_names_zh.txt")
+        places = read_word_list("places_zh.txt")
+        pools = {
+            "name": EntityPool("name", (surnames, given), mandarin_names(surnames, given), invented_share),
+            "place": EntityPool("place", (places,), mandarin_places(places), invented_share),
+        }
         entity_slots = {"name": "name", "place": "place"}
     lexicon = Lexicon(
         lang=lang,
