@@ -6,14 +6,9 @@ the utterance's context. Validation decodes and logs WER/CER per language and do
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
-from seed_asr.data.contexts import check_fractions, mix_contexts
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.stage_module import StageModule
@@ -24,10 +19,8 @@ from seed_asr.lit.validation import TranscriptCollector, with_other_audio
 class ASRModule(StageModule):
     """Training step: ``SpeechLLM(batch) -> loss``; validation: loss + decoding + WER.
 
-    Stage options (``cfg.stage``): ``context_mix`` (kind -> fraction of training samples whose prompt
-    carries that context, drawn per sample and deterministic from ``cfg.seed``; see
-    `seed_asr.data.contexts`; null: no context), ``val_use_context``; decoding options come from
-    ``cfg.decoding``.
+    Stage options (``cfg.stage``): ``context_mix`` (`StageModule.training_contexts`),
+    ``val_use_context``; decoding options come from ``cfg.decoding``.
     """
 
     def build_model(self) -> nn.Module:
@@ -36,22 +29,13 @@ class ASRModule(StageModule):
         return build_speech_llm(self.cfg.model, self.tokenizer)
 
     def init_step_options(self) -> None:
-        """The training-context mixture; validation's decoding settings and transcript collector."""
-        mix = self.cfg.stage.get("context_mix")
-        self.context_mix = check_fractions(mix) if mix else None
+        """Validation's decoding settings and transcript collector."""
         use_context = bool(self.cfg.stage.get("val_use_context"))
         self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
         self.collector = TranscriptCollector()
 
-    def training_contexts(self, batch: Mapping, batch_idx: int) -> list[dict[str, Any] | None] | None:
-        """The prompt contexts of a training batch under ``context_mix`` (None: no context at all)."""
-        if self.context_mix is None:
-            return None
-        rng = random.Random(f"{self.cfg.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
-        return mix_contexts(batch["metas"], self.context_mix, rng)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch, contexts=self.training_contexts(batch, batch_idx))
+        out = self.model(batch, contexts=self.training_contexts(batch["metas"], batch_idx))
         n = len(batch["texts"])
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
         self.log("train/ce_loss", out["ce_loss"], batch_size=n)

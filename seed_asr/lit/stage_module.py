@@ -4,6 +4,8 @@ stage, freeze by regex, log parameter counts, and optimizers/schedulers from con
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -11,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from seed_asr.data.contexts import check_fractions, mix_contexts
 from seed_asr.lit.tokenizers import cmvn_to_dict, tokenizer_to_files
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint, init_sources
@@ -23,7 +26,8 @@ class StageModule(L.LightningModule):
 
     Stage options read from ``cfg.stage``: ``init_from`` (checkpoint path, or a list of
     ``{path, include}`` entries), ``freeze`` (regexes over ``self.model`` parameter names),
-    ``optimizer`` and ``scheduler`` (Hydra partials).
+    ``optimizer`` and ``scheduler`` (Hydra partials), ``context_mix`` (kind -> fraction of training
+    samples whose prompt carries that context; `seed_asr.data.contexts`; null or absent: no context).
     """
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -33,6 +37,16 @@ class StageModule(L.LightningModule):
         self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
         self.model: nn.Module | None = None
         self.param_counts: dict[str, int] = {}
+        mix = cfg.stage.get("context_mix")
+        self.context_mix = check_fractions(mix) if mix else None
+
+    def training_contexts(self, metas: Sequence[Mapping[str, Any]], batch_idx: int) -> list[Any] | None:
+        """The prompt contexts of a training batch under ``context_mix`` (None: no context at all),
+        drawn per sample, deterministic from ``cfg.seed``, the rank, the epoch and the batch."""
+        if self.context_mix is None:
+            return None
+        rng = random.Random(f"{self.cfg.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
+        return mix_contexts(metas, self.context_mix, rng)
 
     def build_model(self) -> nn.Module:
         """Return the stage's model (called once, inside ``configure_model``)."""
