@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
+from torchmetrics import MeanMetric
 
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.lit.tokenizers import resolve_tokenizer
@@ -25,13 +27,16 @@ class LMModule(StageModule):
     is ``{"llm": causal LM}`` so that its weights load into the speech LLM's ``llm.`` parameters by name.
 
     Validation logs ``val/loss``, with each utterance's own context when ``context_mix`` is set, and then
-    also ``val/loss_no_context``: the gap is what the context is worth to the LLM.
+    also ``val/loss_no_context`` and both over the tokens of the utterances' names (``context.entities``),
+    ``val/loss_names`` and ``val/loss_names_no_context`` (means over all name tokens of the split, every
+    rank's included): the gaps are what the context is worth to the LLM.
     """
 
     def build_model(self) -> nn.Module:
         self.tokenizer = resolve_tokenizer(self.cfg)
         prompt = instantiate(self.cfg.model.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
+        self.name_losses = nn.ModuleDict({"own": MeanMetric(), "none": MeanMetric()})
         llm = instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)
         if self.cfg.model.get("llm_gradient_checkpointing"):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -45,6 +50,12 @@ class LMModule(StageModule):
         ids = self.prompt.build(context, text)
         prefix = ids.before_audio + ids.after_audio
         return prefix + ids.target, len(prefix)
+
+    def name_tokens(self, text: str, names: Sequence[str]) -> list[bool]:
+        """Per token of ``text`` (as the prompt encodes it): whether it overlaps an occurrence of a name."""
+        spans = [(m, m + len(n)) for n in names if n for m in _occurrences(n, text)]
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [any(a < end and b > start for start, end in spans) for a, b in encoded["offset_mapping"]]
 
     def _encode(self, texts: Sequence[str], contexts: Sequence[Any]) -> dict[str, torch.Tensor]:
         rows = [self._sequence(t, c) for t, c in zip(texts, contexts, strict=True)]
@@ -61,8 +72,28 @@ class LMModule(StageModule):
             for k, v in {"input_ids": input_ids, "attention_mask": mask, "labels": labels}.items()
         }
 
+    def _token_nll(self, texts: Sequence[str], contexts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Negative log-likelihood of each next token [B, T-1] and whether it is scored [B, T-1]."""
+        encoded = self._encode(texts, contexts)
+        llm = self.model["llm"]
+        logits = llm(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits[:, :-1]
+        labels = encoded["labels"][:, 1:]
+        nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        return nll, labels != -100
+
     def _loss(self, texts: Sequence[str], contexts: Sequence[Any]) -> torch.Tensor:
-        return self.model["llm"](**self._encode(texts, contexts)).loss
+        nll, scored = self._token_nll(texts, contexts)
+        return nll[scored].mean()
+
+    def _losses(self, batch: dict, contexts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss over the transcripts, and the losses of their name tokens [N] (N may be 0)."""
+        nll, scored = self._token_nll(batch["texts"], contexts)
+        names = torch.zeros_like(scored)
+        for i, (text, meta) in enumerate(zip(batch["texts"], batch["metas"], strict=True)):
+            mask = self.name_tokens(text, (meta.get("context") or {}).get("entities") or [])
+            first = int(scored[i].nonzero()[0])  # the transcript's first token
+            names[i, first : first + len(mask)] = torch.tensor(mask, dtype=torch.bool)
+        return nll[scored].mean(), nll[names]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(batch["texts"])
@@ -73,10 +104,23 @@ class LMModule(StageModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["texts"])
         no_context = [None] * n
-        own = [m.get("context") for m in batch["metas"]] if self.prompt is not None else no_context
-        loss = self._loss(batch["texts"], own)
+        if self.prompt is None:
+            loss = self._loss(batch["texts"], no_context)
+        else:
+            loss, names = self._losses(batch, [m.get("context") for m in batch["metas"]])
+            loss_no_context, names_no_context = self._losses(batch, no_context)
+            self.log("val/loss_no_context", loss_no_context, sync_dist=True, batch_size=n)
+            self.name_losses["own"].update(names)
+            self.name_losses["none"].update(names_no_context)
+            self.log("val/loss_names", self.name_losses["own"], batch_size=n)
+            self.log("val/loss_names_no_context", self.name_losses["none"], batch_size=n)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/ppl", math.exp(min(loss.item(), 20.0)), sync_dist=True, batch_size=n)
-        if self.prompt is not None:
-            no_context_loss = self._loss(batch["texts"], no_context)
-            self.log("val/loss_no_context", no_context_loss, sync_dist=True, batch_size=n)
+
+def _occurrences(name: str, text: str) -> list[int]:
+    """Start offsets of ``name`` in ``text``."""
+    starts, at = [], text.find(name)
+    while at >= 0:
+        starts.append(at)
+        at = text.find(name, at + 1)
+    return starts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from stage_helpers import build
 
@@ -41,15 +42,41 @@ def test_without_a_mixture_the_whole_text_is_scored(tiny_corpus: Path, tmp_path:
         assert encoded["labels"][i, : len(expected)].tolist() == expected
 
 
+def test_name_tokens_are_those_of_the_names(tiny_corpus: Path, tmp_path: Path) -> None:
+    module, _ = build("lm", tiny_corpus, tmp_path, stage_overrides={"context_mix": MIX})
+    tok = module.tokenizer
+    examples = (("call Ranlaen Moreau on the mobile", ["Ranlaen", "Moreau"]), ("打万明哲的手机", ["万明哲"]))
+    for text, names in examples:
+        ids = tok.encode(text, add_special_tokens=False)
+        mask = module.name_tokens(text, names)
+        assert len(mask) == len(ids)
+        marked = tok.decode([i for i, m in zip(ids, mask, strict=True) if m]).replace(" ", "")
+        assert marked == "".join(names)
+    assert not any(module.name_tokens("call me", ["Ranlaen"]))
+
+
 def test_validation_logs_what_the_context_is_worth(tiny_corpus: Path, tmp_path: Path) -> None:
     module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides={"context_mix": MIX})
     logged = {}
-    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    module.log = lambda name, value, **_: logged.__setitem__(name, value)
     with torch.no_grad():
         module.validation_step(batch, 0)
-    own = [m.get("context") for m in batch["metas"]]
     n = len(batch["texts"])
-    with torch.no_grad():
-        assert logged["val/loss"] == module._loss(batch["texts"], own).item()
-        assert logged["val/loss_no_context"] == module._loss(batch["texts"], [None] * n).item()
-    assert logged["val/loss"] != logged["val/loss_no_context"]
+    own = [m.get("context") for m in batch["metas"]]
+    with torch.no_grad():  # references: token losses from the LLM's logits with plain torch
+        cases = ((own, "val/loss", "val/loss_names"),
+                 ([None] * n, "val/loss_no_context", "val/loss_names_no_context"))
+        for contexts, loss_key, names_key in cases:
+            encoded = module._encode(batch["texts"], contexts)
+            logits = module.model["llm"](input_ids=encoded["input_ids"]).logits[:, :-1]
+            labels = encoded["labels"][:, 1:]
+            log_probs = torch.log_softmax(logits.float(), -1)
+            nll = -log_probs.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+            assert float(logged[loss_key]) == pytest.approx(nll[labels != -100].mean().item(), rel=1e-5)
+            names = []
+            for i, (text, meta) in enumerate(zip(batch["texts"], batch["metas"], strict=True)):
+                start = int((labels[i] != -100).nonzero()[0])
+                mask = module.name_tokens(text, meta["context"]["entities"])
+                names += [nll[i, start + k].item() for k, m in enumerate(mask) if m]
+            assert names, "the tiny corpus has names"
+            assert logged[names_key].compute().item() == pytest.approx(sum(names) / len(names), rel=1e-5)
