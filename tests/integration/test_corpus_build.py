@@ -19,9 +19,10 @@ from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.corpus import build
 from seed_asr.data.corpus.build import build_corpus
 from seed_asr.data.corpus.synth import get_engine
-from seed_asr.data.corpus.texts import load_lexicon
+from seed_asr.data.corpus.texts import load_lexicon, read_word_list
 from seed_asr.data.corpus.voices import Speaker, voice_spaces
 from seed_asr.data.shards import check_record
+from seed_asr.demo import prepare_corpus
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SETTINGS = {"num_utterances": 50, "seed": 7, "shard_size": 20, "lang_weights": {"en": 0.6, "zh": 0.4},
@@ -211,3 +212,21 @@ def test_shards_entry_point_converts_a_manifest(tmp_path, monkeypatch):
     (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "a.wav", "text": "hello"}) + "\n")
     _run_app("seed_asr.shards", monkeypatch, tmp_path, "input=m.jsonl", "split=dev", "num_workers=0")
     assert (tmp_path / "data/shards/dev/shard-000000.tar").is_file()
+
+
+def test_demo_builds_its_corpus_from_its_config_once(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=["corpus.num_utterances=12", "corpus.invented_names=1.0",
+                                         "cmvn_utterances=5"])
+    corpus = prepare_corpus(tmp_path, cfg)
+    stats = json.loads((corpus / "stats.json").read_text())
+    assert stats["utterances"] == 12 and stats["settings"]["invented_names"] == 1.0
+    assert (corpus / "cmvn.json").is_file()
+    records = [r for *_, r in _samples(corpus).values()]
+    listed = {w for name in ("first_names_en", "last_names_en", "places_en", "places_zh")
+              for w in read_word_list(f"{name}.txt")}
+    entities = [e for r in records for e in r["context"]["keywords"]]
+    assert entities and not set(entities) & listed  # every name invented
+    before = (corpus / "stats.json").stat().st_mtime_ns
+    prepare_corpus(tmp_path, cfg)  # a resumed demo keeps its corpus
+    assert (corpus / "stats.json").stat().st_mtime_ns == before
