@@ -117,6 +117,7 @@ class LMModule(StageModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/ppl", math.exp(min(loss.item(), 20.0)), sync_dist=True, batch_size=n)
 
+
 def _occurrences(name: str, text: str) -> list[int]:
     """Start offsets of ``name`` in ``text``."""
     starts, at = [], text.find(name)
