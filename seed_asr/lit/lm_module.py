@@ -36,7 +36,8 @@ class LMModule(StageModule):
         self.tokenizer = resolve_tokenizer(self.cfg)
         prompt = instantiate(self.cfg.model.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
-        self.name_losses = nn.ModuleDict({"own": MeanMetric(), "none": MeanMetric()})
+        if self.prompt is not None:
+            self.name_losses = nn.ModuleDict({"own": MeanMetric(), "none": MeanMetric()})
         llm = instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)
         if self.cfg.model.get("llm_gradient_checkpointing"):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -85,12 +86,20 @@ class LMModule(StageModule):
         nll, scored = self._token_nll(texts, contexts)
         return nll[scored].mean()
 
-    def _losses(self, batch: dict, contexts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _name_masks(self, batch: dict) -> list[list[bool]]:
+        """Per sample, `name_tokens` of its transcript for its ``context.entities``."""
+        return [
+            self.name_tokens(text, (meta.get("context") or {}).get("entities") or [])
+            for text, meta in zip(batch["texts"], batch["metas"], strict=True)
+        ]
+
+    def _losses(
+        self, texts: Sequence[str], contexts: Sequence[Any], name_masks: Sequence[Sequence[bool]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss over the transcripts, and the losses of their name tokens [N] (N may be 0)."""
-        nll, scored = self._token_nll(batch["texts"], contexts)
+        nll, scored = self._token_nll(texts, contexts)
         names = torch.zeros_like(scored)
-        for i, (text, meta) in enumerate(zip(batch["texts"], batch["metas"], strict=True)):
-            mask = self.name_tokens(text, (meta.get("context") or {}).get("entities") or [])
+        for i, mask in enumerate(name_masks):
             first = int(scored[i].nonzero()[0])  # the transcript's first token
             names[i, first : first + len(mask)] = torch.tensor(mask, dtype=torch.bool)
         return nll[scored].mean(), nll[names]
@@ -107,8 +116,10 @@ class LMModule(StageModule):
         if self.prompt is None:
             loss = self._loss(batch["texts"], no_context)
         else:
-            loss, names = self._losses(batch, [m.get("context") for m in batch["metas"]])
-            loss_no_context, names_no_context = self._losses(batch, no_context)
+            masks = self._name_masks(batch)
+            own = [m.get("context") for m in batch["metas"]]
+            loss, names = self._losses(batch["texts"], own, masks)
+            loss_no_context, names_no_context = self._losses(batch["texts"], no_context, masks)
             self.log("val/loss_no_context", loss_no_context, sync_dist=True, batch_size=n)
             self.name_losses["own"].update(names)
             self.name_losses["none"].update(names_no_context)

@@ -1,14 +1,17 @@
 """Planning of the built-in corpus: splits, dialogues, contexts (no audio)."""
 
+import dataclasses
 from collections import defaultdict
 
+from seed_asr.data.corpus import build
 from seed_asr.data.corpus.build import DEFAULT_SPLITS, _split_targets, plan_corpus
 from seed_asr.data.corpus.texts import DOMAINS, load_lexicon
 from seed_asr.data.corpus.voices import voice_spaces
 
 
-def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS):
-    return plan_corpus(num, seed, ("en", "zh"), (0.6, 0.4), domains, splits, (2, 4), (2, 5), voice_spaces())
+def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS, invented=0.0):
+    return plan_corpus(num, seed, ("en", "zh"), (0.6, 0.4), domains, splits, (2, 4), (2, 5), voice_spaces(),
+                       invented)
 
 
 def test_split_targets_sum_to_the_total():
@@ -63,3 +66,18 @@ def test_plan_mixes_languages_domains_and_speakers():
     assert len({u.speaker.voice for u in plan if u.lang == "en"}) >= 5
     assert all(u.speaker.voice == "cmn-latn-pinyin" for u in plan if u.lang == "zh")
 
+
+
+def test_no_invented_names_gives_the_corpus_of_the_word_lists(monkeypatch):
+    """invented_names=0 draws exactly what a lexicon without invented names draws (earlier corpora)."""
+    with_share_zero = _plan(invented=0.0)
+
+    def lists_only(lang, share):
+        lexicon = load_lexicon(lang, share)
+        pools = {kind: dataclasses.replace(pool, invented=None) for kind, pool in lexicon.pools.items()}
+        return dataclasses.replace(lexicon, pools=pools)
+
+    monkeypatch.setattr(build, "load_lexicon", lists_only)
+    assert _plan(invented=0.0) == with_share_zero
+    monkeypatch.undo()
+    assert [u.keywords for u in _plan(invented=0.5)] != [u.keywords for u in with_share_zero]

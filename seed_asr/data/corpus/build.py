@@ -21,7 +21,14 @@ from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.corpus.noise import NOISE_COLORS
 from seed_asr.data.corpus.render import RenderTask, render_block
 from seed_asr.data.corpus.synth import get_engine
-from seed_asr.data.corpus.texts import DOMAINS, LANGUAGES, context_keywords, load_lexicon, make_dialogue
+from seed_asr.data.corpus.texts import (
+    DOMAINS,
+    LANGUAGES,
+    check_invented_share,
+    context_keywords,
+    load_lexicon,
+    make_dialogue,
+)
 from seed_asr.data.corpus.voices import Speaker, VoiceSpace, voice_spaces
 from seed_asr.data.parallel import default_workers, ordered_map
 from seed_asr.data.shards import SplitWriter, make_record
@@ -162,9 +169,7 @@ def _check_settings(
         raise ValueError(f"turns must satisfy 1 <= low <= high, got {tuple(turns)}")
     if not 0 <= num_distractors[0] <= num_distractors[1]:
         raise ValueError(f"num_distractors must satisfy 0 <= low <= high, got {tuple(num_distractors)}")
-    if isinstance(invented_names, bool) or not isinstance(invented_names, int | float) \
-            or not 0.0 <= invented_names <= 1.0:
-        raise ValueError(f"invented_names must be a probability in [0, 1], got {invented_names!r}")
+    check_invented_share(invented_names)
     if noise_snr_db is not None and not math.isfinite(noise_snr_db):
         raise ValueError(f"noise_snr_db must be a finite number or None, got {noise_snr_db!r}")
     if noise_color not in NOISE_COLORS:

@@ -103,6 +103,17 @@ def read_word_list(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
+def check_invented_share(share: float) -> float:
+    """``share`` as a probability of inventing an entity.
+
+    Raises:
+        ValueError: not a number (a bool included) or outside [0, 1].
+    """
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+        raise ValueError(f"invented_names must be a probability in [0, 1], got {share!r}")
+    return float(share)
+
+
 @functools.cache
 def load_lexicon(lang: str, invented_share: float = 0.0) -> Lexicon:
     """Load (once per process and share) and check the lexicon of ``lang``.
@@ -116,8 +127,7 @@ def load_lexicon(lang: str, invented_share: float = 0.0) -> Lexicon:
     """
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; choose from {LANGUAGES}")
-    if not 0.0 <= invented_share <= 1.0:
-        raise ValueError(f"invented_names must be a probability in [0, 1], got {invented_share!r}")
+    invented_share = check_invented_share(invented_share)
     if lang == "en":
         lists = {kind: read_word_list(f"{kind}_en.txt") for kind in ("first_names", "last_names", "places")}
         pools = {
