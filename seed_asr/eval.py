@@ -1,7 +1,8 @@
-"""``seed-asr eval ckpt=<run or checkpoint> [split=test] [shards=...]``: WER/CER of a checkpoint.
+"""``seed-asr eval ckpt=<run or checkpoint> [checkpoint=best] [split=test] [shards=...]``: WER/CER of a
+checkpoint.
 
-Writes ``results.json`` (overall, per language, domain and speaker, counts, the normaliser) and
-``hyps.jsonl`` (one line per utterance) into the run folder.
+Writes ``results.json`` (overall, per language, domain and speaker, counts, the normaliser, the checkpoint
+file that was read) and ``hyps.jsonl`` (one line per utterance) into the run folder.
 
 Contexts (``context_mode``): ``none``; ``relevant`` (each utterance's own context from the shard);
 ``irrelevant`` (the context of an utterance of another dialogue of the same set, without the words of
@@ -68,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    loaded = load_speech_llm(cfg.ckpt, device)
+    loaded = load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
     # the CMVN the model was trained with, whatever the data config says
     cmvn = loaded.features.cmvn
     cmvn_path = save_cmvn(CmvnStats(cmvn.mean.cpu(), 1.0 / cmvn.inv_std.cpu(), 0, 0), out / "cmvn.json")
@@ -101,6 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["hallucinated_keywords_per_utt"] = hallucinated / max(int(metrics["num_utts"]), 1)
     results = {
         "ckpt": str(cfg.ckpt),
+        "checkpoint": str(loaded.source),
         "shards": OmegaConf.to_object(shards) if OmegaConf.is_config(shards) else shards,
         "decoding": OmegaConf.to_container(cfg.decoding),
         "use_context": cfg.use_context,

@@ -1,7 +1,8 @@
-"""``seed-asr export <checkpoint> <out_dir> [--dtype bfloat16] [--llm] [--merge-lora]``
+"""``seed-asr export <checkpoint> <out_dir> [--checkpoint best] [--dtype bfloat16] [--llm] [--merge-lora]``
 
 Turns any training checkpoint (a Lightning file, a DeepSpeed ZeRO folder of any stage and world size,
-or a run folder) into a folder that needs neither Lightning nor DeepSpeed:
+or a run folder: its ``last`` checkpoint unless ``--checkpoint best``) into a folder that needs neither
+Lightning nor DeepSpeed:
 
 ```
 <out_dir>/model.safetensors   consolidated weights of the stage's model (fp32 or bf16)
@@ -31,11 +32,13 @@ from transformers import PreTrainedModel
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.tokenizers import tokenizer_from_files
 from seed_asr.utils.checkpoints import (
+    CHECKPOINT_HELP,
     CMVN_KEY,
     EXPORT_CMVN,
     EXPORT_CONFIG,
     EXPORT_TOKENIZER,
     EXPORT_WEIGHTS,
+    RUN_CHECKPOINTS,
     TOKENIZER_KEY,
     load_state_from_checkpoint,
 )
@@ -71,16 +74,23 @@ def save_llm(llm: PreTrainedModel | PeftModel, tokenizer: object, out: Path, mer
 
 
 def export_checkpoint(
-    ckpt: str | Path, out_dir: str | Path, dtype: str = "float32", llm: bool = False, merge_lora: bool = False
+    ckpt: str | Path,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    llm: bool = False,
+    merge_lora: bool = False,
+    checkpoint: str = "last",
 ) -> Path:
     """Write the export folder (see the module docstring) and return its path.
+
+    ``checkpoint`` picks the checkpoint of a run folder ``ckpt``: ``"last"`` or ``"best"``.
 
     Raises:
         ValueError: unknown ``dtype``, a checkpoint without config, or ``llm`` for a stage without LLM.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    state = load_state_from_checkpoint(ckpt)
+    state = load_state_from_checkpoint(ckpt, checkpoint)
     if "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
         raise ValueError(f"checkpoint {ckpt} has no training config (hyper_parameters.cfg)")
     cfg = OmegaConf.create(state["hyper_parameters"]["cfg"])
@@ -116,14 +126,17 @@ def export_checkpoint(
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (``seed-asr export``)."""
     parser = argparse.ArgumentParser(prog="seed-asr export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="Lightning .ckpt file, DeepSpeed checkpoint folder, or run folder")
+    parser.add_argument(
+        "source", metavar="checkpoint", help="Lightning .ckpt file, DeepSpeed checkpoint folder or run folder"
+    )
     parser.add_argument("out_dir", help="folder to write")
+    parser.add_argument("--checkpoint", default="last", choices=RUN_CHECKPOINTS, help=CHECKPOINT_HELP)
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--llm", action="store_true", help="also write the LLM as a Hugging Face folder")
     parser.add_argument("--merge-lora", action="store_true", help="merge LoRA adapters into the LLM")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.llm, args.merge_lora)
-    print(f"exported {args.checkpoint} -> {out}")
+    out = export_checkpoint(args.source, args.out_dir, args.dtype, args.llm, args.merge_lora, args.checkpoint)
+    print(f"exported {args.source} -> {out}")
 
 
 if __name__ == "__main__":

@@ -14,29 +14,32 @@ from seed_asr.data.features import Fbank, FeatureExtractor
 from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.tokenizers import cmvn_from_dict, tokenizer_from_files
 from seed_asr.quant.storage import WEIGHTS, is_quantized_dir, read_meta
-from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint
+from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint, resolve_checkpoint
 
 
 @dataclass
 class LoadedModel:
-    """A speech LLM in eval mode, the feature extractor it was trained with, and its training config."""
+    """A speech LLM in eval mode, the feature extractor it was trained with, its training config, and the
+    file or folder its weights came from (a run folder's checkpoint, resolved)."""
 
     model: nn.Module
     features: FeatureExtractor
     cfg: DictConfig
+    source: Path
 
 
 def load_speech_llm(
-    ckpt: str | Path, device: str | torch.device = "cpu", backend: str = "auto"
+    ckpt: str | Path, device: str | torch.device = "cpu", backend: str = "auto", checkpoint: str = "last"
 ) -> LoadedModel:
     """Rebuild a speech LLM from a self-contained stage checkpoint or a quantized folder.
 
     Args:
         ckpt: Lightning checkpoint file, DeepSpeed checkpoint folder, ``seed-asr export`` folder, a
-            run folder (its ``checkpoints/last.ckpt``), or a quantized folder written by
+            run folder, or a quantized folder written by
             ``seed_asr.quant.storage.save_quantized_speech_llm`` (``QuantLinear`` layers).
         device: where to put the model and the feature extractor.
         backend: forward backend of quantized layers ("auto": Triton on GPUs, torch otherwise).
+        checkpoint: which checkpoint of a run folder: ``"last"`` or ``"best"``.
 
     Raises:
         ValueError: the checkpoint lacks the tokenizer, the CMVN statistics or the config.
@@ -47,8 +50,9 @@ def load_speech_llm(
         model = build_speech_llm(cfg.model, tokenizer_from_files(meta[TOKENIZER_KEY]))
         load_quantized(model.to(device), Path(ckpt) / WEIGHTS, backend=backend)
         features = FeatureExtractor(Fbank(), cmvn_from_dict(meta[CMVN_KEY]))
-        return LoadedModel(model.eval(), features.to(device), cfg)
-    state = load_state_from_checkpoint(ckpt)
+        return LoadedModel(model.eval(), features.to(device), cfg, Path(ckpt))
+    source = resolve_checkpoint(ckpt, checkpoint)
+    state = load_state_from_checkpoint(source)
     missing = [k for k in (TOKENIZER_KEY, CMVN_KEY, "hyper_parameters") if k not in state]
     if missing:
         raise ValueError(f"checkpoint {ckpt} is not a speech-LLM stage checkpoint: it lacks {missing}")
@@ -57,7 +61,7 @@ def load_speech_llm(
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     model.load_state_dict(weights)
     features = FeatureExtractor(Fbank(), cmvn_from_dict(state[CMVN_KEY]))
-    return LoadedModel(model.to(device).eval(), features.to(device), cfg)
+    return LoadedModel(model.to(device).eval(), features.to(device), cfg, source)
 
 
 def pick_device(name: str = "auto") -> torch.device:

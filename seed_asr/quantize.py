@@ -1,4 +1,5 @@
-"""``seed-asr quantize ckpt=<run or checkpoint> quant=<name> [method=...]``: post-training quantization.
+"""``seed-asr quantize ckpt=<run or checkpoint> [checkpoint=best] quant=<name> [method=...]``: post-training
+quantization.
 
 Writes into the run folder the packed quantized model with what ``seed-asr eval`` / ``transcribe`` need
 to rebuild it (see ``seed_asr.quant.storage``) and ``quant_report.json``: per-layer relative output
@@ -35,12 +36,12 @@ def quantize(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"ckpt={cfg.ckpt} is already quantized; give a float stage checkpoint")
     out = Path(cfg.paths.output_dir)
     device = pick_device(cfg.device)
-    loaded = load_speech_llm(cfg.ckpt, device)
+    loaded = load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
     datamodule = instantiate(cfg.data, output_dir=str(out))
     batches = calibration_batches(datamodule.train_dataloader(), loaded.features, spec.calib_batches, device)
     report = quantize_to_folder(
         loaded.model, batches, spec, out, OmegaConf.to_container(loaded.cfg, resolve=True),
-        cmvn_to_dict(loaded.features.cmvn), device, cfg.backend, ckpt=str(cfg.ckpt),
+        cmvn_to_dict(loaded.features.cmvn), device, cfg.backend, ckpt=str(loaded.source),
     )
     log.info("%s (%s): mean relative error %.4f, %.1f s, %.3f x fp16 size -> %s", spec.name,
              spec.config.method, report["mean_error"], report["seconds"], report["size"]["ratio_vs_fp16"],

@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seed_asr.utils.atomic_checkpoint import find_checkpoint
+from seed_asr.utils.checkpoints import run_checkpoint
 from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     a DeepSpeed folder left as ``last.ckpt.old`` by a kill during its replacement counts too."""
     if ckpt_path != "last":
         return ckpt_path
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    found = find_checkpoint(last)
-    if found is not None:
-        return str(found)
+    last = run_checkpoint(output_dir, "last")
+    if last.exists():
+        return str(last)
     log.info("ckpt_path=last but %s does not exist: starting from scratch", last)
     return None
 
@@ -87,7 +86,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(
             objects["module"],
             datamodule=objects["datamodule"],
-            ckpt_path="best" if cfg.get("test_best") else None,
+            ckpt_path=str(run_checkpoint(cfg.paths.output_dir, "best")) if cfg.get("test_best") else None,
         )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics, objects

@@ -1,4 +1,5 @@
-"""``seed-asr transcribe --ckpt X [--keywords "A, B"] [--context "..."] [--joint-alpha 0.5] a.wav b.flac``."""
+"""``seed-asr transcribe --ckpt X [--checkpoint best] [--keywords "A, B"] [--context "..."]
+[--joint-alpha 0.5] a.wav b.flac``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from seed_asr.data.audio import AudioError, decode_audio
 from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.inference import load_speech_llm, pick_device
+from seed_asr.utils.checkpoints import CHECKPOINT_HELP, RUN_CHECKPOINTS
 
 
 def transcribe_files(
@@ -21,6 +23,7 @@ def transcribe_files(
     context: dict | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    checkpoint: str = "last",
 ) -> list[tuple[str, str]]:
     """Transcribe audio files (any rate, mono or not) with a trained checkpoint.
 
@@ -31,12 +34,13 @@ def transcribe_files(
         context: ``{"history": str, "keywords": [str]}`` shared by all files, or None.
         device: "auto", "cpu", "cuda", ...
         batch_size: files decoded together.
+        checkpoint: which checkpoint of a run folder ``ckpt``: ``"last"`` or ``"best"``.
 
     Returns:
         (path, transcript) pairs in input order; unreadable files are reported on stderr and skipped.
     """
     dev = pick_device(device)
-    loaded = load_speech_llm(ckpt, dev)
+    loaded = load_speech_llm(ckpt, dev, checkpoint=checkpoint)
     waves = []
     for path in files:
         try:
@@ -62,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="seed-asr transcribe", description=__doc__)
     parser.add_argument("files", nargs="+", help="audio files (wav, flac, ...)")
     parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    parser.add_argument("--checkpoint", default="last", choices=RUN_CHECKPOINTS, help=CHECKPOINT_HELP)
     parser.add_argument("--context", default="", help="dialogue history put into the prompt")
     parser.add_argument("--keywords", default="", help="comma-separated hot words put into the prompt")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
@@ -90,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         joint=JointConfig(args.joint_alpha, args.joint_prune) if joint else JointConfig(),
     )
     context = {"history": args.context, "keywords": keywords} if use_context else None
-    for path, text in transcribe_files(args.ckpt, args.files, decoding, context, args.device):
+    results = transcribe_files(
+        args.ckpt, args.files, decoding, context, args.device, checkpoint=args.checkpoint
+    )
+    for path, text in results:
         print(f"{path}\t{text}")
 
 

@@ -45,10 +45,11 @@ class SSLModule(StageModule):
 
     def _kmeans_targets(self) -> KMeansTarget:
         """Round-2 targets: the previous encoder (frozen) + k-means fitted on its ``layer`` output."""
-        km = self.cfg.stage.kmeans
+        stage = self.cfg.stage
+        km = stage.kmeans
         previous = instantiate(self.cfg.model.encoder)
         holder = nn.ModuleDict({"encoder": previous})
-        init_from_checkpoint(holder, km.encoder_from, include=["^encoder\\."])
+        init_from_checkpoint(holder, km.encoder_from, ["^encoder\\."], checkpoint=stage.init_checkpoint)
         tokenizer = KMeansTokenizer(km.num_clusters, previous.d_model)
         if self.trainer.is_global_zero:
             dm = self.trainer.datamodule

@@ -25,7 +25,9 @@ class StageModule(L.LightningModule):
     """Base LightningModule of a stage; subclasses implement ``build_model`` and the steps.
 
     Stage options read from ``cfg.stage``: ``init_from`` (checkpoint path, or a list of
-    ``{path, include}`` entries), ``freeze`` (regexes over ``self.model`` parameter names),
+    ``{path, include, checkpoint}`` entries), ``init_checkpoint`` (``last`` or ``best``: the checkpoint
+    of a run folder in ``init_from`` unless the entry names one), ``freeze`` (regexes over ``self.model``
+    parameter names),
     ``optimizer`` and ``scheduler`` (Hydra partials), ``context_mix`` (kind -> fraction of training
     samples whose prompt carries that context; `seed_asr.data.contexts`; null or absent: no context).
     """
@@ -57,8 +59,10 @@ class StageModule(L.LightningModule):
             return
         self.model = self.build_model()
         stage = self.cfg.stage
-        for source in init_sources(stage.get("init_from")):
-            init_from_checkpoint(self.model, source["path"], include=source.get("include", [".*"]))
+        for source in init_sources(stage):
+            init_from_checkpoint(
+                self.model, source["path"], source.get("include", [".*"]), checkpoint=source["checkpoint"]
+            )
         freeze_by_regex(self.model, list(stage.get("freeze") or []))
         # under ZeRO-3 (built inside deepspeed.zero.Init) each rank holds only its partition: "local"
         self.param_counts = count_parameters(self.model)

@@ -49,8 +49,8 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
 
 def resolve_tokenizer(cfg: DictConfig) -> PreTrainedTokenizerBase:
     """Pick or build the stage's tokenizer (see module docstring)."""
-    for path in [s["path"] for s in init_sources(cfg.stage.get("init_from"))]:
-        files = load_state_from_checkpoint(path).get(TOKENIZER_KEY)
+    for source in init_sources(cfg.stage):
+        files = load_state_from_checkpoint(source["path"], source["checkpoint"]).get(TOKENIZER_KEY)
         if files:
             return tokenizer_from_files(files)
     tok_cfg = cfg.model.tokenizer

@@ -2,8 +2,13 @@
 
 Kinds: a Lightning checkpoint file; a DeepSpeed ZeRO checkpoint folder (any stage, any world size,
 consolidated to fp32 by DeepSpeed's ``zero_to_fp32``); an export folder of ``seed-asr export``; a run
-folder (its ``checkpoints/last.ckpt``). Every reader returns ``{"state_dict": {"model.<name>": tensor},
-"hyper_parameters": {"cfg": ...}, "tokenizer_files": ..., "cmvn": ...}`` (the last three when present).
+folder (one of its checkpoints, ``resolve_checkpoint``). Every reader returns ``{"state_dict":
+{"model.<name>": tensor}, "hyper_parameters": {"cfg": ...}, "tokenizer_files": ..., "cmvn": ...}`` (the
+last three when present).
+
+A run folder holds two checkpoints (written by ``conf/callbacks/default.yaml``): ``checkpoints/last.ckpt``,
+the state after the run's last optimizer step (what ``ckpt_path=last`` resumes), and
+``checkpoints/best.ckpt``, the state at the validation with the best ``stage.monitor``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.yaml"
 EXPORT_TOKENIZER = "tokenizer"
 EXPORT_CMVN = "cmvn.json"
+RUN_CHECKPOINTS = ("last", "best")
+CHECKPOINT_HELP = "which checkpoint of a run folder: last (the final state) or best (the best stage.monitor)"
 # Lightning wraps the LightningModule before handing it to DeepSpeed
 _DEEPSPEED_PREFIX = "_forward_module."
 
@@ -90,16 +97,40 @@ def read_zero_folder(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_state_from_checkpoint(path: str | Path) -> dict[str, Any]:
+def run_checkpoint(run: str | Path, which: str = "last") -> Path:
+    """The path of a run folder's checkpoint ``which`` (``"last"`` or ``"best"``, see the module docstring):
+    ``<run>/checkpoints/<which>.ckpt``, or the ``.old`` DeepSpeed folder a kill inside its replacement left.
+
+    Raises:
+        ValueError: ``which`` is not one of ``RUN_CHECKPOINTS``.
+    """
+    if which not in RUN_CHECKPOINTS:
+        raise ValueError(f"a run folder's checkpoint is one of {RUN_CHECKPOINTS}, got {which!r}")
+    path = Path(run) / "checkpoints" / f"{which}.ckpt"
+    return find_checkpoint(path) or path
+
+
+def resolve_checkpoint(path: str | Path, which: str = "last") -> Path:
+    """``path`` itself, or for a run folder (a folder that is neither an export nor a ZeRO checkpoint) its
+    checkpoint ``which`` (``run_checkpoint``). Every reader of a run folder goes through here."""
+    path = Path(path)
+    if path.is_dir() and not is_export_folder(path) and not is_zero_folder(path):
+        return run_checkpoint(path, which)
+    return path
+
+
+def load_state_from_checkpoint(path: str | Path, which: str = "last") -> dict[str, Any]:
     """Load any checkpoint kind (see the module docstring) safely.
+
+    Args:
+        path: a checkpoint file or folder, an export folder, or a run folder.
+        which: the checkpoint of a run folder: ``"last"`` or ``"best"`` (``run_checkpoint``).
 
     Raises:
         FileNotFoundError: the path does not exist (named in the message).
-        ValueError: a file holds more than tensors and plain containers.
+        ValueError: a file holds more than tensors and plain containers, or ``which`` is unknown.
     """
-    path = Path(path)
-    if path.is_dir() and not is_export_folder(path) and not is_zero_folder(path):  # a run folder
-        path = find_checkpoint(path / "checkpoints" / "last.ckpt") or path / "checkpoints" / "last.ckpt"
+    path = resolve_checkpoint(path, which)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if is_export_folder(path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seed_asr.utils.checkpoints import load_state_from_checkpoint
@@ -66,20 +66,25 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
 
 
 def init_from_checkpoint(
-    module: nn.Module, path: str | Path, include: Sequence[str] = (".*",), strict_shapes: bool = True
+    module: nn.Module,
+    path: str | Path,
+    include: Sequence[str] = (".*",),
+    strict_shapes: bool = True,
+    checkpoint: str = "last",
 ) -> list[str]:
     """Copy the weights of an earlier stage's checkpoint into ``module``.
 
     Args:
         module: the model to initialise (its state-dict names are matched against the checkpoint's).
-        path: checkpoint file, or a run folder holding ``checkpoints/last.ckpt``.
+        path: checkpoint file or folder, export folder, or run folder.
         include: regexes; only matching parameter names are copied (e.g. ``["^encoder\\."]``).
         strict_shapes: raise when a matched tensor has another shape (instead of skipping it).
+        checkpoint: which checkpoint of a run folder: ``"last"`` or ``"best"``.
 
     Returns:
         Names of the loaded tensors.
     """
-    ckpt = load_state_from_checkpoint(path)
+    ckpt = load_state_from_checkpoint(path, checkpoint)
     state = ckpt.get("state_dict", ckpt)
     state = {k.removeprefix("model."): v for k, v in state.items()}
     own = module.state_dict()
@@ -130,9 +135,13 @@ def _load_partitioned(
         module.load_state_dict(buffers, strict=False)
 
 
-def init_sources(init_from: Any) -> list[dict[str, Any]]:
-    """Normalise ``init_from`` (None, a path, or a list of paths / {path, include}) to a list of dicts."""
+def init_sources(stage: DictConfig) -> list[dict[str, Any]]:
+    """A stage's ``init_from`` (None, a path, or a list of paths / {path, include, checkpoint}) as a list
+    of ``{path, checkpoint[, include]}`` dicts; an entry without ``checkpoint`` takes
+    ``stage.init_checkpoint``."""
+    init_from = stage.init_from
     if not init_from:
         return []
     items = init_from if isinstance(init_from, (list, tuple)) or OmegaConf.is_list(init_from) else [init_from]
-    return [{"path": it} if isinstance(it, str) else dict(it) for it in items]
+    default = {"checkpoint": stage.init_checkpoint}
+    return [{**default, **({"path": it} if isinstance(it, str) else dict(it))} for it in items]

@@ -57,7 +57,7 @@ def test_sigkilled_run_resumes_and_finishes_its_steps(shards: str, tmp_path: Pat
         "-m",
         "seed_asr.train",
         *train_overrides("lm", shards, steps=steps),
-        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
         f"hydra.run.dir={run}",
         "ckpt_path=last",
     ]
