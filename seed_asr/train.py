@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seed_asr.utils.checkpoints import run_checkpoint
+from seed_asr.utils.precision import auto_precision
 from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,16 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate the data module, the LightningModule, loggers, callbacks and the trainer."""
+    """Instantiate the data module, the LightningModule, loggers, callbacks and the trainer.
+
+    ``trainer.precision: auto`` is first replaced in ``cfg`` by the choice of
+    `seed_asr.utils.precision.auto_precision` (logged), so the saved config records it.
+    """
+    if cfg.trainer.get("precision") == "auto":
+        precision, reason = auto_precision(cfg.trainer.get("accelerator", "auto"))
+        log.info("precision auto -> %s: %s", precision, reason)
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.stage.module, cfg=cfg, _recursive_=False)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
