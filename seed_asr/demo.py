@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 
 from seed_asr.data.cmvn import write_split_cmvn
 from seed_asr.data.corpus.build import build_corpus
-from seed_asr.measure_context import context_report_lines, measure_context
-from seed_asr.quant.measure import measure_quantization, quant_report_lines
+from seed_asr.measure_context import context_report_lines, measure_context, measurement_cells
+from seed_asr.quant.measure import check_methods, measure_quantization, quant_report_lines
 from seed_asr.report import write_report
 from seed_asr.rl_report import rl_gains, rl_report_lines
 
@@ -39,7 +39,7 @@ def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
     corpus = out / "corpus"
     if not (corpus / "stats.json").exists():
         build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed,
-                     invented_names=cfg.corpus.invented_names, overwrite=True)
+                     invented_names=cfg.corpus.invented_names, splits=dict(cfg.corpus.splits), overwrite=True)
     if not (corpus / "cmvn.json").exists():  # the corpus command writes it too
         write_split_cmvn(corpus, cfg.cmvn_utterances)
     return corpus
@@ -134,8 +134,18 @@ class Clock:
         return [{"run": n, **details.get(n, {}), "seconds": self.seconds[n]} for n in self.steps]
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Fail before any work on measurement choices that the later sections would reject."""
+    if cfg.context.enabled:
+        measurement_cells(cfg.context.beam_size, cfg.context.alpha, cfg.context.prune_threshold,
+                          list(cfg.context.cells) if cfg.context.cells else None)
+    if cfg.quant.enabled:
+        check_methods(list(cfg.quant.methods), list(cfg.quant.sft_settings))
+
+
 def run_demo(cfg: DictConfig) -> Path:
     """Everything the README's main command does; returns the report's path."""
+    check_config(cfg)
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(out / "timings.json")
@@ -174,6 +184,7 @@ def run_demo(cfg: DictConfig) -> Path:
             alpha=cfg.context.alpha,
             prune_threshold=cfg.context.prune_threshold,
             overrides=list(cfg.eval_overrides),
+            cells=list(cfg.context.cells) if cfg.context.cells else None,
         )
         sections += ["", *context_report_lines(context)]
     if cfg.quant.enabled:
@@ -187,6 +198,7 @@ def run_demo(cfg: DictConfig) -> Path:
             sft_settings=list(cfg.quant.sft_settings),
             sft_steps=cfg.quant.sft_steps,
             experiment=cfg.stage_experiment,
+            methods=list(cfg.quant.methods),
             quant_overrides=list(cfg.quant.overrides),
             eval_overrides=list(cfg.eval_overrides),
             sft_overrides=list(cfg.train_overrides),

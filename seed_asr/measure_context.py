@@ -28,6 +28,9 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 KEYWORD_RECALL_GAIN_TARGET = 0.15
 IRRELEVANT_WER_TARGET = 0.05
 METRICS = ("wer", "b_wer", "u_wer", "keyword_recall", "hallucinated_keywords", "num_utts")
+#: The cells `summarize` reads: the targets and the hallucinations of joint vs plain beam search.
+TARGET_CELLS = ("sft/relevant/beam", "context_sft/none/beam", "context_sft/relevant/beam",
+                "context_sft/irrelevant/beam", "context_sft/irrelevant/joint")
 
 
 def eval_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
@@ -47,8 +50,18 @@ def eval_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-def measurement_cells(beam_size: int, alpha: float, prune_threshold: float | None) -> dict[str, tuple]:
-    """Cell name -> (model, context mode, decoding overrides) of the measurement grid."""
+def measurement_cells(
+    beam_size: int, alpha: float, prune_threshold: float | None, names: Sequence[str] | None = None
+) -> dict[str, tuple]:
+    """Cell name -> (model, context mode, decoding overrides) of the measurement grid.
+
+    Args:
+        beam_size, alpha, prune_threshold: decoding settings (see `measure_context`).
+        names: the cells to keep, in grid order (None: all 8); they must include `TARGET_CELLS`.
+
+    Raises:
+        ValueError: an unknown cell name, or a target cell left out.
+    """
     beam = ["decoding=beam", f"decoding.beam_size={beam_size}", "decoding.nbest=1"]
     prune = "null" if prune_threshold is None else prune_threshold
     joint = [
@@ -64,7 +77,15 @@ def measurement_cells(beam_size: int, alpha: float, prune_threshold: float | Non
     }
     for mode in ("relevant", "irrelevant"):
         cells[f"context_sft/{mode}/joint"] = ("context_sft", mode, joint)
-    return cells
+    if names is None:
+        return cells
+    unknown = sorted(set(names) - set(cells))
+    missing = [name for name in TARGET_CELLS if name not in names]
+    if unknown or missing:
+        raise ValueError(
+            f"context cells: unknown {unknown} (choose from {list(cells)}), missing target cells {missing}"
+        )
+    return {name: cell for name, cell in cells.items() if name in names}
 
 
 def measure_context(
@@ -79,6 +100,7 @@ def measure_context(
     context_seed: int = 0,
     device: str = "auto",
     overrides: Sequence[str] = (),
+    cells: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the measurement grid; finished cells (``results.json`` present) are read back, not rerun.
 
@@ -92,6 +114,7 @@ def measure_context(
         context_seed: donor order of the irrelevant contexts.
         device: "auto", "cpu", "cuda".
         overrides: extra ``seed-asr eval`` overrides (e.g. ``data.num_workers=0``).
+        cells: the grid cells to evaluate (`measurement_cells`; None: all 8).
 
     Returns:
         ``{"cells": {name: metrics subset}, "summary": {...}, "settings": {...}}`` (also written to
@@ -99,8 +122,9 @@ def measure_context(
     """
     out = Path(out_dir)
     ckpts = {"sft": str(sft_ckpt), "context_sft": str(context_sft_ckpt)}
+    grid = measurement_cells(beam_size, alpha, prune_threshold, cells)
     cells = {}
-    for name, (model, mode, decoding) in measurement_cells(beam_size, alpha, prune_threshold).items():
+    for name, (model, mode, decoding) in grid.items():
         cell_dir = out / name.replace("/", "_")
         results = cell_dir / "results.json"
         if not results.exists():

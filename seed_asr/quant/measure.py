@@ -46,9 +46,27 @@ def _eval(ckpt: Path, out: Path, corpus_dir: Path, overrides: Sequence[str]) -> 
     return json.loads(results.read_text())["metrics"]
 
 
+def check_methods(methods: Sequence[str], sft_settings: Sequence[str]) -> list[tuple[str, str, bool]]:
+    """The `METHODS` rows labelled ``methods``, in table order.
+
+    Raises:
+        ValueError: an unknown label, or quant_sft asked for without the decoupleq+bw model it starts from.
+    """
+    known = [label for label, _, _ in METHODS]
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"quantization methods {unknown} unknown; choose from {known}")
+    if sft_settings and "decoupleq+bw" not in methods:
+        raise ValueError(
+            f"sft_settings {list(sft_settings)} start from the decoupleq+bw model: add it to methods"
+        )
+    return [row for row in METHODS if row[0] in methods]
+
+
 def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str | Path,
                          settings: Sequence[str] = SETTINGS, sft_settings: Sequence[str] = ("w2g64",),
                          sft_steps: int = 200, experiment: str = "demo",
+                         methods: Sequence[str] = tuple(label for label, _, _ in METHODS),
                          quant_overrides: Sequence[str] = (), eval_overrides: Sequence[str] = (),
                          sft_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Quantize ``ckpt`` every way and evaluate each result on the test split.
@@ -60,6 +78,7 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
         settings: ``conf/quant`` names.
         sft_settings: settings whose decoupleQ + block-wise model also gets ``sft_steps`` of quant_sft.
         sft_steps: optimizer steps of each quant_sft run.
+        methods: labels of `METHODS` to run (quant_sft needs "decoupleq+bw").
         experiment: experiment config of the quant_sft runs.
         quant_overrides, eval_overrides, sft_overrides: extra Hydra overrides of ``seed-asr quantize``,
             ``seed-asr eval`` and the quant_sft training runs.
@@ -70,11 +89,12 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
     """
     from seed_asr.demo import run_logged  # the demo's subprocess runner (imported late: demo imports us)
 
+    rows_of = check_methods(methods, sft_settings)
     out, corpus = Path(out_dir).resolve(), Path(corpus_dir).resolve()
     fp = _eval(Path(ckpt), out / "eval_fp", corpus, eval_overrides)
     rows = []
     for setting in settings:
-        for label, method, blockwise in METHODS:
+        for label, method, blockwise in rows_of:
             folder = out / f"{setting}_{label}"
             if not (folder / "quant_report.json").exists():
                 overrides = [f"ckpt={ckpt}", f"paths.corpus_dir={corpus}", f"quant={setting}",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from seed_asr.quant.measure import quant_report_lines, quant_targets
+import pytest
+
+from seed_asr.quant.measure import check_methods, quant_report_lines, quant_targets
 
 
 def row(setting: str, method: str, wer: float) -> dict:
@@ -30,3 +32,12 @@ def test_targets_are_not_assessed_on_a_model_that_does_not_transcribe() -> None:
     assert quant_report_lines(result)[-1].endswith(
         ": not assessed: the reference model's error rate is 98.5% (>= 50%), it does not transcribe yet"
     )
+
+
+def test_methods_are_checked_and_kept_in_table_order() -> None:
+    rows = check_methods(["decoupleq+bw", "rtn"], ["w2g64"])
+    assert [label for label, _, _ in rows] == ["rtn", "decoupleq+bw"]
+    with pytest.raises(ValueError, match=r"\['awq'\] unknown"):
+        check_methods(["rtn", "awq"], [])
+    with pytest.raises(ValueError, match="start from the decoupleq\\+bw model"):
+        check_methods(["rtn", "gptq"], ["w2g64"])

@@ -1,0 +1,89 @@
+"""The demo report's learning curve and target lines, and the demo's up-front config checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from seed_asr.demo import run_demo
+from seed_asr.measure_context import TARGET_CELLS, measurement_cells
+from seed_asr.report import curve_lines, learning_curve, target_lines
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def write_metrics(run_dir: Path, text: str) -> None:
+    (run_dir / "csv").mkdir(parents=True)
+    (run_dir / "csv" / "metrics.csv").write_text(text)
+
+
+def test_learning_curve_pairs_each_validation_with_its_minutes(tmp_path: Path) -> None:
+    write_metrics(tmp_path / "sft", (
+        "epoch,step,train/loss,time/elapsed_min,val/wer/en,val/cer/zh,val/loss,val/loss_other_audio\n"
+        "0,9,3.0,0.5,,,,\n"
+        "0,299,,4.25,0.9,,1.4,1.5\n"
+        "0,299,1.2,,,,,\n"
+        "1,599,,8.5,0.25,0.5,0.8,1.6\n"
+    ))
+    curve = learning_curve(tmp_path / "sft")
+    assert curve == [
+        {"step": 299, "val/wer/en": 0.9, "val/loss": 1.4, "val/loss_other_audio": 1.5, "minutes": 4.25},
+        {"step": 599, "val/wer/en": 0.25, "val/cer/zh": 0.5, "val/loss": 0.8, "val/loss_other_audio": 1.6,
+         "minutes": 8.5},
+    ]
+    lines = curve_lines(tmp_path, "sft")
+    assert lines[-2:] == [
+        "| 299 | 4.2 | 90.00 | - | 1.400 | 1.500 |",
+        "| 599 | 8.5 | 25.00 | 50.00 | 0.800 | 1.600 |",
+    ]
+    assert (tmp_path / "learning_curve_sft.png").is_file()
+
+
+def test_a_run_without_validations_has_no_curve_section(tmp_path: Path) -> None:
+    write_metrics(tmp_path / "sft", "epoch,step,train/loss\n0,9,3.0\n")
+    assert curve_lines(tmp_path, "sft") == []
+
+
+def test_targets_read_met_at_the_bound_and_not_measured_when_absent() -> None:
+    lines = target_lines(30 * 60, {"wer/en": 0.05, "cer/zh": 0.1001})
+    assert lines[2:] == [
+        "- Whole demo <= 30 min: 30.0 min, met.",
+        "- sft test English WER <= 5%: 5.00%, met.",
+        "- sft test Mandarin CER <= 10%: 10.01%, NOT met.",
+    ]
+    assert target_lines(31 * 60, None)[2:] == [
+        "- Whole demo <= 30 min: 31.0 min, NOT met.",
+        "- sft test English WER <= 5%: not measured.",
+        "- sft test Mandarin CER <= 10%: not measured.",
+    ]
+
+
+def test_context_cells_keep_grid_order_and_need_the_target_cells() -> None:
+    assert list(measurement_cells(3, 0.5, 8.0, list(reversed(TARGET_CELLS)))) == list(TARGET_CELLS)
+    assert len(measurement_cells(3, 0.5, 8.0)) == 8
+    with pytest.raises(ValueError, match=r"unknown \['sft/none/joint'\]"):
+        measurement_cells(3, 0.5, 8.0, [*TARGET_CELLS, "sft/none/joint"])
+    with pytest.raises(ValueError, match=r"missing target cells \['context_sft/irrelevant/joint'\]"):
+        measurement_cells(3, 0.5, 8.0, TARGET_CELLS[:-1])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("context.cells=[sft/relevant/beam]", "missing target cells"),
+    ("quant.methods=[rtn,gptq]", "start from the decoupleq\\+bw model"),
+])
+def test_a_bad_measurement_choice_fails_before_any_work(tmp_path: Path, override: str, message: str) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=[f"out_dir={tmp_path / 'demo'}", override])
+    with pytest.raises(ValueError, match=message):
+        run_demo(cfg)
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("profile, settings, cells", [(None, 2, 5), ("full", 4, None)])
+def test_profiles_compose(profile: str | None, settings: int, cells: int | None) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=[f"profile={profile}"] if profile else [])
+    assert len(cfg.quant.settings) == settings
+    assert (cfg.context.cells and len(cfg.context.cells)) == cells
