@@ -48,14 +48,15 @@ def test_demo_writes_every_section_and_resumes(tiny_corpus: Path, tmp_path: Path
         "## RL (MWER",
         "## Context: context SFT and joint beam search",
         "## Quantization of `rl`",
+        "## Targets",
     ):
         assert heading in report, heading
     timings = {t["run"]: t for t in json.loads((out / "report.json").read_text())["timings"]}
     assert {*RUNS, "sft_ssl_encoder", "sft_random_encoder"} <= timings.keys()
     assert all(timings[run]["steps"] == 3 for run in RUNS)
-    # the quantization table has a row for every method of the one setting, and the quant_sft row
+    # the quantization table has a row for every default method of the one setting, and the quant_sft row
     methods = [r["method"] for r in json.loads((out / "quant" / "quant_results.json").read_text())["runs"]]
-    assert methods == ["rtn", "gptq", "decoupleq", "decoupleq+bw", "decoupleq+bw+sft"]
+    assert methods == ["rtn", "gptq", "decoupleq+bw", "decoupleq+bw+sft"]
 
     again = demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
