@@ -134,11 +134,16 @@ class Clock:
         return [{"run": n, **details.get(n, {}), "seconds": self.seconds[n]} for n in self.steps]
 
 
+def context_cells(cfg: DictConfig) -> list[str] | None:
+    """The context grid cells the demo evaluates (None: all)."""
+    return list(cfg.context.cells) if cfg.context.cells else None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail before any work on measurement choices that the later sections would reject."""
     if cfg.context.enabled:
         measurement_cells(cfg.context.beam_size, cfg.context.alpha, cfg.context.prune_threshold,
-                          list(cfg.context.cells) if cfg.context.cells else None)
+                          context_cells(cfg))
     if cfg.quant.enabled:
         check_methods(list(cfg.quant.methods), list(cfg.quant.sft_settings))
 
@@ -184,7 +189,7 @@ def run_demo(cfg: DictConfig) -> Path:
             alpha=cfg.context.alpha,
             prune_threshold=cfg.context.prune_threshold,
             overrides=list(cfg.eval_overrides),
-            cells=list(cfg.context.cells) if cfg.context.cells else None,
+            cells=context_cells(cfg),
         )
         sections += ["", *context_report_lines(context)]
     if cfg.quant.enabled:
