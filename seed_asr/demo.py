@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seed_asr.data.cmvn import write_split_cmvn
-from seed_asr.data.corpus.build import build_corpus
+from seed_asr.data.corpus.build import HELDOUT_SPLIT, build_corpus
 from seed_asr.measure_context import context_report_lines, measure_context, measurement_cells
 from seed_asr.quant.measure import check_methods, measure_quantization, quant_report_lines
 from seed_asr.report import write_report
@@ -38,8 +38,10 @@ def prepare_corpus(out: Path, cfg: DictConfig) -> Path:
     """Build the corpus and its CMVN statistics unless they exist."""
     corpus = out / "corpus"
     if not (corpus / "stats.json").exists():
+        heldout = cfg.corpus.get("heldout_voices")
         build_corpus(corpus, cfg.corpus.num_utterances, seed=cfg.corpus.seed,
-                     invented_names=cfg.corpus.invented_names, splits=dict(cfg.corpus.splits), overwrite=True)
+                     invented_names=cfg.corpus.invented_names, splits=dict(cfg.corpus.splits),
+                     heldout_voices=OmegaConf.to_container(heldout) if heldout else None, overwrite=True)
     if not (corpus / "cmvn.json").exists():  # the corpus command writes it too
         write_split_cmvn(corpus, cfg.cmvn_utterances)
     return corpus
@@ -90,9 +92,11 @@ def train_run(
     return record
 
 
-def eval_run(out: Path, corpus: Path, name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Test-split WER/CER of a run's last checkpoint (``out/eval_<name>/results.json``)."""
-    eval_dir = out / f"eval_{name}"
+def eval_run(
+    out: Path, corpus: Path, name: str, overrides: Sequence[str] = (), split: str = "test"
+) -> dict[str, Any]:
+    """WER/CER of a run's last checkpoint on a corpus split (``out/eval_<name>[_<split>]/results.json``)."""
+    eval_dir = out / (f"eval_{name}" if split == "test" else f"eval_{name}_{split}")
     results = eval_dir / "results.json"
     if not results.exists():
         cmd = [
@@ -102,11 +106,12 @@ def eval_run(out: Path, corpus: Path, name: str, overrides: Sequence[str] = ()) 
             f"ckpt={out / name}",
             f"paths.corpus_dir={corpus}",
             f"hydra.run.dir={eval_dir}",
+            f"shards={corpus / split / 'shard-*.tar'}",
             *overrides,
         ]
         eval_dir.mkdir(parents=True, exist_ok=True)
         run_logged(cmd, eval_dir / "stdout.log")
-    return json.loads(results.read_text())
+    return json.loads(results.read_text()) | {"hyps_file": str(eval_dir / "hyps.jsonl")}
 
 
 class Clock:
@@ -165,6 +170,15 @@ def run_demo(cfg: DictConfig) -> Path:
     evaluate = {name: [*cfg.eval_overrides, *(o or [])] for name, o in cfg.evaluate.items()}
     evaluate |= {"sft_ssl_encoder": list(cfg.eval_overrides), "sft_random_encoder": list(cfg.eval_overrides)}
     evals = clock.run("eval", lambda: {name: eval_run(out, corpus, name, o) for name, o in evaluate.items()})
+    heldout_runs = list(cfg.evaluate_heldout or [])
+    if heldout_runs and not any((corpus / HELDOUT_SPLIT).glob("shard-*.tar")):
+        log.warning("the corpus in %s has no %r split: no run is evaluated on held-out voices", corpus,
+                    HELDOUT_SPLIT)
+        heldout_runs = []
+    heldout = clock.run("eval heldout", lambda: {
+        name: eval_run(out, corpus, name, evaluate.get(name, cfg.eval_overrides), HELDOUT_SPLIT)
+        for name in heldout_runs
+    })
     sections: list[str] = []
     if cfg.rl:
         names = (cfg.rl.before, cfg.rl.after, cfg.rl.control)
@@ -216,7 +230,7 @@ def run_demo(cfg: DictConfig) -> Path:
         ]
     timings = clock.timings(runs)
     total = sum(t["seconds"] for t in timings)
-    report = write_report(out, timings, evals, total_seconds=total, sections=sections)
+    report = write_report(out, timings, evals, total_seconds=total, sections=sections, heldout=heldout)
     print(f"report: {report}")
     return report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,18 @@ def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def accent_breakdown(hyps_file: Path) -> dict[str, float]:
-    """Error rate per voice (the speaker string up to its variant, e.g. ``en-gb-scotland``)."""
-    acc = WERAccumulator(group_by=("accent",))
+def accent_breakdown(hyps_file: Path, part: str = "accent") -> dict[str, float]:
+    """Error rate per accent (the speaker string up to its variant, e.g. ``en-gb-scotland``) or, with
+    ``part="variant"``, per espeak-ng variant (``f4``; ``-`` for a voice's own)."""
+    acc = WERAccumulator(group_by=(part,))
     for line in hyps_file.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        accent = str(row.get("speaker") or "").split("+")[0].split("/")[0]
-        acc.update(row["hyp"], row["ref"], {"lang": row.get("lang"), "accent": accent})
-    return {k.removeprefix("wer/accent/"): v for k, v in acc.compute().items() if k.startswith("wer/accent/")}
+        voice = str(row.get("speaker") or "").split("/")[0]
+        accent, _, variant = voice.partition("+")
+        key = accent if part == "accent" else variant or "-"
+        acc.update(row["hyp"], row["ref"], {"lang": row.get("lang"), part: key})
+    prefix = f"wer/{part}/"
+    return {k.removeprefix(prefix): v for k, v in acc.compute().items() if k.startswith(prefix)}
 
 
 def _plot_losses(out: Path, runs: list[str]) -> Path:
@@ -159,14 +163,43 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
+def heldout_lines(evals: Mapping[str, dict], heldout: Mapping[str, dict]) -> list[str]:
+    """Markdown: each run's error rates on the test split beside the held-out voices, then per voice."""
+    lines = [
+        "## Voices held out of training (generalisation)",
+        "",
+        "The corpus's `heldout` split is spoken only by accents and variants that no other split has "
+        "(`corpus.heldout_voices`).",
+        "",
+        "| model (error rates, %) | WER en: test | WER en: held-out voices | CER zh: test "
+        "| CER zh: held-out voices | utterances |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in heldout.items():
+        test, held = evals.get(name, {}).get("metrics", {}), result["metrics"]
+        lines.append(f"| {name} | {_pct(test.get('wer/en'))} | {_pct(held.get('wer/en'))} "
+                     f"| {_pct(test.get('cer/zh'))} | {_pct(held.get('cer/zh'))} | {held.get('num_utts')} |")
+    for name, result in heldout.items():
+        for part in ("accent", "variant"):
+            rates = accent_breakdown(Path(result["hyps_file"]), part)
+            lines += ["", f"| {name}, held-out voices: {part} | error rate |", "|---|---|"]
+            lines += [f"| {key} | {_pct(rate)} |" for key, rate in rates.items()]
+    return lines
+
+
 def write_report(
     out: Path,
     timings: list[dict],
     evals: dict[str, dict],
     total_seconds: float,
     sections: Sequence[str] = (),
+    heldout: Mapping[str, dict] | None = None,
 ) -> Path:
-    """Write ``report.md`` (+ PNGs) into ``out`` and return its path; ``sections``: extra markdown lines."""
+    """Write ``report.md`` (+ PNGs) into ``out`` and return its path.
+
+    ``evals``: run -> test-split results; ``heldout``: run -> results on the held-out voices;
+    ``sections``: extra markdown lines.
+    """
     train_runs = [t["run"] for t in timings if "stage" in t]
     _plot_losses(out, train_runs)
     lines = [
@@ -237,6 +270,8 @@ def write_report(
             f"| random | {_pct(rnd_m.get('wer'))} | {_pct(rnd_m.get('wer/en'))} "
             f"| {_pct(rnd_m.get('cer/zh'))} |",
         ]
+    if heldout:
+        lines += ["", *heldout_lines(evals, heldout)]
     lines += ["", *target_lines(total_seconds, final["metrics"] if final else None)]
     if "sft" in train_runs:
         lines += ["", *curve_lines(out, "sft")]
@@ -244,6 +279,7 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "report.json").write_text(
-        json.dumps({"timings": timings, "evals": evals}, indent=2, ensure_ascii=False)
+        json.dumps({"timings": timings, "evals": evals, "heldout": dict(heldout or {})}, indent=2,
+                   ensure_ascii=False)
     )
     return path

@@ -27,6 +27,7 @@ from seed_asr.demo import prepare_corpus
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SETTINGS = {"num_utterances": 50, "seed": 7, "shard_size": 20, "lang_weights": {"en": 0.6, "zh": 0.4},
             "splits": {"train": 0.8, "dev": 0.1, "test": 0.1}}
+HELDOUT_SPLITS = {"train": 0.8, "test": 0.1, "heldout": 0.1}
 
 
 def _files(folder):
@@ -152,6 +153,18 @@ def test_noise_is_added_at_the_requested_snr(tmp_path):
                             "pitches": [40, 60]}}}, "unknown espeak-ng voice 'en-mars'"),
         ({"voices": {"zh": {"accents": ["cmn-latn-pinyin"], "variants": ["f9"], "rates": [150, 160],
                             "pitches": [40, 60]}}}, "unknown espeak-ng variant 'f9'"),
+        ({"heldout_voices": {"en": {"variants": ["f4"]}}}, "'heldout' split .* and heldout_voices go"),
+        ({"splits": {"train": 0.9, "heldout": 0.1}}, "'heldout' split .* and heldout_voices go"),
+        ({"splits": HELDOUT_SPLITS, "heldout_voices": {"en": {"accents": ["en-mars"]}}},
+         r"heldout_voices.en.accents: \['en-mars'\] are not among"),
+        ({"splits": HELDOUT_SPLITS, "heldout_voices": {"zh": {"accents": ["cmn-latn-pinyin"]}}},
+         "holds out every accent or every variant"),
+        ({"splits": HELDOUT_SPLITS, "heldout_voices": {"en": {"variant": ["f4"]}}},
+         "heldout_voices.en must be {accents"),
+        ({"splits": HELDOUT_SPLITS, "heldout_voices": {"en": {"variants": "f4"}}},
+         "heldout_voices.en must be {accents.*list of names"),
+        ({"languages": ["en"], "lang_weights": None, "splits": HELDOUT_SPLITS,
+          "heldout_voices": {"zh": {"variants": ["f4"]}}}, "names language 'zh', which the corpus does not"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, change, message):

@@ -4,14 +4,33 @@ import dataclasses
 from collections import defaultdict
 
 from seed_asr.data.corpus import build
-from seed_asr.data.corpus.build import DEFAULT_SPLITS, _split_targets, plan_corpus
+from seed_asr.data.corpus.build import DEFAULT_SPLITS, HELDOUT_SPLIT, _split_targets, plan_corpus
 from seed_asr.data.corpus.texts import DOMAINS, load_lexicon
-from seed_asr.data.corpus.voices import voice_spaces
+from seed_asr.data.corpus.voices import held_out_voices, voice_spaces
 
 
-def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS, invented=0.0):
+def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS, invented=0.0, heldout=None):
     return plan_corpus(num, seed, ("en", "zh"), (0.6, 0.4), domains, splits, (2, 4), (2, 5), voice_spaces(),
-                       invented)
+                       invented, heldout)
+
+
+def test_held_out_voices_speak_in_the_heldout_split_only():
+    held = held_out_voices({"en": {"accents": ["en-029"], "variants": ["f4", "m7"]}})
+    plan = _plan(1000, splits={"train": 0.85, "test": 0.05, HELDOUT_SPLIT: 0.1}, heldout=held)
+    heldout = [utt for utt in plan if utt.split == HELDOUT_SPLIT]
+    assert len(heldout) == 100
+    assert {utt.lang for utt in heldout} == {"en"}  # zh has no held-out voices, so no heldout utterance
+    for utt in plan:
+        if utt.lang == "en":
+            uses_held_voice = utt.speaker.voice == "en-029" or utt.speaker.variant in ("f4", "m7")
+            assert uses_held_voice == (utt.split == HELDOUT_SPLIT), utt
+    # both ways of being held out occur: a held-out accent, and a held-out variant of a trained accent
+    assert any(utt.speaker.voice == "en-029" for utt in heldout)
+    assert any(utt.speaker.voice != "en-029" for utt in heldout)
+
+
+def test_no_held_out_voices_leave_the_plan_unchanged():
+    assert _plan(heldout={}) == _plan()
 
 
 def test_split_targets_sum_to_the_total():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from seed_asr.demo import run_demo
 from seed_asr.measure_context import TARGET_CELLS, measurement_cells
-from seed_asr.report import curve_lines, learning_curve, target_lines
+from seed_asr.report import curve_lines, heldout_lines, learning_curve, target_lines
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -87,3 +88,22 @@ def test_profiles_compose(profile: str | None, settings: int, cells: int | None)
         cfg = compose("demo", overrides=[f"profile={profile}"] if profile else [])
     assert len(cfg.quant.settings) == settings
     assert (cfg.context.cells and len(cfg.context.cells)) == cells
+
+
+def test_heldout_lines_set_each_run_beside_its_test_figures_and_break_down_by_voice(tmp_path: Path) -> None:
+    hyps = tmp_path / "hyps.jsonl"
+    rows = [  # en-029 (own variant): 1 error in 3 words; en-us+f4: 2 errors in 2 words; zh+f4: 1 of 4 chars
+        {"lang": "en", "speaker": "en-029/r150/p50", "ref": "call anna now", "hyp": "call hannah now"},
+        {"lang": "en", "speaker": "en-us+f4/r150/p50", "ref": "play jazz", "hyp": "pray jams"},
+        {"lang": "zh", "speaker": "cmn-latn-pinyin+f4/r150/p50", "ref": "外面五度", "hyp": "外面午度"},
+    ]
+    hyps.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    evals = {"sft": {"metrics": {"wer/en": 0.2, "cer/zh": 0.1}}}
+    heldout = {"sft": {"metrics": {"wer/en": 0.5, "cer/zh": 0.25, "num_utts": 3}, "hyps_file": str(hyps)}}
+    lines = heldout_lines(evals, heldout)
+    assert "| sft | 20.00 | 50.00 | 10.00 | 25.00 | 3 |" in lines
+    accent_table = lines[lines.index("| sft, held-out voices: accent | error rate |"):]
+    assert "| en-029 | 33.33 |" in accent_table and "| en-us | 100.00 |" in accent_table
+    assert "| cmn-latn-pinyin | 25.00 |" in accent_table
+    variant_table = lines[lines.index("| sft, held-out voices: variant | error rate |"):]
+    assert "| - | 33.33 |" in variant_table and "| f4 | 50.00 |" in variant_table  # 3 errors in 6 units

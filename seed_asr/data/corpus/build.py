@@ -29,13 +29,15 @@ from seed_asr.data.corpus.texts import (
     load_lexicon,
     make_dialogue,
 )
-from seed_asr.data.corpus.voices import Speaker, VoiceSpace, voice_spaces
+from seed_asr.data.corpus.voices import HeldOutVoices, Speaker, VoiceSpace, held_out_voices, voice_spaces
 from seed_asr.data.parallel import default_workers, ordered_map
 from seed_asr.data.shards import SplitWriter, make_record
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPLITS: Mapping[str, float] = MappingProxyType({"train": 0.9, "dev": 0.05, "test": 0.05})
+#: The split of held-out speakers (``heldout_voices``): the only one they speak in.
+HELDOUT_SPLIT = "heldout"
 #: Utterances synthesised after one reset of espeak-ng, whose audio depends on what it spoke since:
 #: the same blocks give the same audio whatever the number of workers; changing this constant
 #: changes the audio (slightly: pitch flutter phase and a few samples of length).
@@ -79,11 +81,13 @@ def plan_corpus(
     num_distractors: tuple[int, int],
     voices: Mapping[str, VoiceSpace],
     invented_names: float = 0.0,
+    heldout: Mapping[str, HeldOutVoices] | None = None,
 ) -> list[PlannedUtterance]:
     """Dialogues, texts, contexts, speakers and splits of the corpus, deterministic from ``seed``.
 
     ``invented_names`` is the probability that an entity (and a distractor) is invented rather than
-    listed (`load_lexicon`).
+    listed (`load_lexicon`). ``heldout``: per language, the accents and variants that speak only in
+    the ``heldout`` split, which holds only such speakers (and only languages that have some).
 
     Whole dialogues go to one split, and a text belongs to one split only: a dialogue repeating a
     text of another split joins that split, or is dropped when that split is full (or when its texts
@@ -107,16 +111,21 @@ def plan_corpus(
         lexicon = load_lexicon(lang, invented_names)
         dialogue = make_dialogue(lexicon, domain, rng.randint(*turns), rng)
         speaker = voices[lang].sample(rng)
+        held = (heldout or {}).get(lang)
         owners = {owner[turn.text] for turn in dialogue if turn.text in owner}
         if len(owners) > 1:
             continue
         if owners:
             split = owners.pop()
-            if room[split] == 0:
+            if room[split] == 0 or (split == HELDOUT_SPLIT and held is None):
                 continue
         else:
-            open_splits = [name for name in room if room[name]]
+            open_splits = [name for name in room if room[name] and (name != HELDOUT_SPLIT or held)]
+            if not open_splits:
+                continue
             split = rng.choices(open_splits, weights=[room[name] for name in open_splits])[0]
+        if held is not None and held.holds(speaker) != (split == HELDOUT_SPLIT):
+            speaker = _redraw_speaker(voices[lang], held, split == HELDOUT_SPLIT, rng)
         dialogue = dialogue[: room[split]]
         room[split] -= len(dialogue)
         dialogue_id = f"d{num_dialogues:06d}"
@@ -134,6 +143,11 @@ def plan_corpus(
     return planned
 
 
+def _redraw_speaker(space: VoiceSpace, held: HeldOutVoices, in_heldout: bool, rng: random.Random) -> Speaker:
+    """A speaker of ``space`` that ``held`` holds out exactly when the dialogue is in the held-out split."""
+    return space.sample_where(rng, lambda speaker: held.holds(speaker) == in_heldout)
+
+
 def _check_settings(
     num_utterances: int,
     languages: Sequence[str],
@@ -148,6 +162,7 @@ def _check_settings(
     num_workers: int | None,
     voices: Mapping[str, VoiceSpace],
     invented_names: float,
+    heldout: Mapping[str, HeldOutVoices],
 ) -> None:
     """Raise ValueError naming the first bad setting (before any work starts)."""
     if isinstance(num_utterances, bool) or not isinstance(num_utterances, int) or num_utterances < 1:
@@ -183,6 +198,14 @@ def _check_settings(
         if lang not in voices:
             raise ValueError(f"no voices configured for language {lang!r}")
         voices[lang].check(engine)
+    if bool(heldout) != (splits.get(HELDOUT_SPLIT, 0) > 0):
+        raise ValueError(f"a {HELDOUT_SPLIT!r} split (fraction > 0) and heldout_voices go together; "
+                         f"got splits {dict(splits)} and heldout_voices for {sorted(heldout)}")
+    for lang, held in heldout.items():
+        if lang not in languages:
+            raise ValueError(f"heldout_voices names language {lang!r}, which the corpus does not build "
+                             f"(languages: {list(languages)})")
+        held.check(lang, voices[lang])
 
 
 def _tally(items: list[tuple[PlannedUtterance, float]]) -> dict[str, Any]:
@@ -223,6 +246,7 @@ def build_corpus(
     shard_size: int = 1000,
     num_workers: int | None = None,
     voices: Mapping[str, VoiceSpace | Mapping[str, Any]] | None = None,
+    heldout_voices: Mapping[str, HeldOutVoices | Mapping[str, Sequence[str]]] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build the synthetic corpus into ``out_dir``: ``{split}/shard-XXXXXX.tar`` and ``stats.json``.
@@ -247,6 +271,8 @@ def build_corpus(
         shard_size: samples per shard.
         num_workers: synthesis processes (None: every usable core; 0 or 1: this process).
         voices: per-language overrides of the default speakers (VoiceSpace or its keyword arguments).
+        heldout_voices: per language, accents and variants (HeldOutVoices or its keyword arguments)
+            heard only in the ``heldout`` split, which ``splits`` must then give a fraction.
         overwrite: replace shards already in ``out_dir``.
 
     Returns:
@@ -257,15 +283,16 @@ def build_corpus(
         FileExistsError: ``out_dir`` already holds shards and ``overwrite`` is false.
     """
     spaces = voice_spaces(voices)
+    heldout = held_out_voices(heldout_voices)
     turns, num_distractors = tuple(turns), tuple(num_distractors)
     _check_settings(num_utterances, languages, lang_weights, domains, splits, turns, num_distractors,
-                    noise_snr_db, noise_color, shard_size, num_workers, spaces, invented_names)
+                    noise_snr_db, noise_color, shard_size, num_workers, spaces, invented_names, heldout)
     weights = [1.0 if lang_weights is None else lang_weights[lang] for lang in languages]
     out = Path(out_dir)
     start = time.perf_counter()
     plan = plan_corpus(
         num_utterances, seed, languages, weights, domains, splits, turns, num_distractors, spaces,
-        float(invented_names),
+        float(invented_names), heldout,
     )
     tasks = [
         RenderTask(utt.text, utt.speaker, noise_snr_db, noise_color, (seed, index))
@@ -302,6 +329,7 @@ def build_corpus(
                 lang: {key: list(value) for key, value in dataclasses.asdict(spaces[lang]).items()}
                 for lang in languages
             },
+            "heldout_voices": {lang: dataclasses.asdict(held) for lang, held in heldout.items()},
         },
         **_tally(durations),
         "splits": {

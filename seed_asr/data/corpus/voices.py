@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from seed_asr.data.corpus.synth import Espeak
@@ -76,6 +76,19 @@ class VoiceSpace:
             pitch=rng.randrange(self.pitches[0], self.pitches[1] + 1, 5),
         )
 
+    def sample_where(self, rng: random.Random, keep: Callable[[Speaker], bool]) -> Speaker:
+        """A speaker drawn uniformly among those ``keep`` accepts (rejection sampling).
+
+        Raises:
+            ValueError: no (accent, variant) of this space is accepted.
+        """
+        combos = [Speaker(a, v, self.rates[0], self.pitches[0]) for a in self.accents for v in self.variants]
+        if not any(map(keep, combos)):
+            raise ValueError(f"no speaker of {self} is accepted")
+        while not keep(speaker := self.sample(rng)):
+            pass
+        return speaker
+
     def check(self, engine: Espeak) -> None:
         """Raise ValueError naming the first accent or variant espeak-ng does not know."""
         for accent in self.accents:
@@ -100,6 +113,61 @@ DEFAULT_VOICES: Mapping[str, VoiceSpace] = {
     "zh": VoiceSpace(accents=("cmn-latn-pinyin",), variants=("", *_MALE, *_FEMALE), rates=(120, 190),
                      pitches=(30, 70)),
 }
+
+
+@dataclass(frozen=True)
+class HeldOutVoices:
+    """Accents and variants of one language kept out of training: a speaker using any of them is held out.
+
+    The corpus puts held-out speakers in its ``heldout`` split only, so that split measures how a model
+    generalises to voices it never heard.
+    """
+
+    accents: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str):
+                raise ValueError(f"HeldOutVoices {field.name} must be a list of names, got {value!r}")
+            object.__setattr__(self, field.name, tuple(value))
+        if not self.accents and not self.variants:
+            raise ValueError("HeldOutVoices needs at least one accent or variant")
+
+    def holds(self, speaker: Speaker) -> bool:
+        """Whether ``speaker`` uses a held-out accent or variant."""
+        return speaker.voice in self.accents or speaker.variant in self.variants
+
+    def check(self, lang: str, space: VoiceSpace) -> None:
+        """Raise ValueError unless every name is in ``space`` and some speakers of it remain for training."""
+        for label, names, known in (("accents", self.accents, space.accents),
+                                    ("variants", self.variants, space.variants)):
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ValueError(f"heldout_voices.{lang}.{label}: {unknown} are not among the language's "
+                                 f"{label} {list(known)}")
+        if set(space.accents) <= set(self.accents) or set(space.variants) <= set(self.variants):
+            raise ValueError(f"heldout_voices.{lang} holds out every accent or every variant of {space}: "
+                             "no speaker is left for training")
+
+
+def held_out_voices(
+    config: Mapping[str, HeldOutVoices | Mapping[str, Sequence[str]]] | None,
+) -> dict[str, HeldOutVoices]:
+    """Language -> :class:`HeldOutVoices` from a config mapping (None: nothing held out).
+
+    Raises:
+        ValueError: an entry that is not ``{accents: [...], variants: [...]}``, naming its language.
+    """
+    held = {}
+    for lang, value in (config or {}).items():
+        try:
+            held[lang] = value if isinstance(value, HeldOutVoices) else HeldOutVoices(**value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"heldout_voices.{lang} must be {{accents: [...], variants: [...]}}: "
+                             f"{err}") from err
+    return held
 
 
 def voice_spaces(overrides: Mapping[str, VoiceSpace | Mapping] | None = None) -> dict[str, VoiceSpace]:
