@@ -1,7 +1,7 @@
 """On-disk format of a quantized model: one safetensors file.
 
 The file holds the whole ``state_dict``: for every :class:`~decoupleq.nn.QuantLinear` its packed int32
-codes (``<layer>.packed``, layout in :mod:`decoupleq.packing`), ``<layer>.scale`` / ``<layer>.zero``
+codes (``<layer>.packed``, layout in :mod:`decoupleq.kernels.packing`), ``<layer>.scale`` / ``<layer>.zero``
 (N, G) and optional ``<layer>.bias`` in the module's float dtype (fp16/bf16 once the model is cast),
 and every remaining full-precision tensor. The safetensors header metadata key ``"decoupleq"`` holds a
 JSON document ``{"format_version": 1, "layers": {name: {"in_features", "out_features", "bits",

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from decoupleq.kernels import BACKENDS, dequant_matmul, dequantize
+from decoupleq.kernels.packing import bit_planes, pack, packed_rows
 from decoupleq.kernels.reference import num_groups
-from decoupleq.packing import bit_planes, pack, packed_rows
 
 
 class BitsAndGroup(Protocol):
@@ -27,7 +27,7 @@ def _group_major_parameter(rows: int, cols: int, **factory) -> nn.Parameter:
 class QuantLinear(nn.Module):
     """Weight-only quantized linear layer, ``y = x @ (scale * q + zero)^T + bias``.
 
-    Buffers: ``packed`` int32 (K_pad * bits / 32, N) codes (see :mod:`decoupleq.packing`).
+    Buffers: ``packed`` int32 (K_pad * bits / 32, N) codes (see :mod:`decoupleq.kernels.packing`).
     Parameters (trainable, the "float parts"): ``scale`` and ``zero`` (N, G) with G = ceil(K / group_size)
     (1 for per channel), stored column-major so that the kernels load a group's N values contiguously;
     optional ``bias`` (N,).

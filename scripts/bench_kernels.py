@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+from decoupleq.kernels.packing import pack
 from decoupleq.kernels.reference import dequant_matmul_reference, num_groups
-from decoupleq.packing import pack
 
 FORMATS = (("W2 g64", 2, 64), ("W3 g64", 3, 64), ("W4 g64", 4, 64), ("W2 per-channel", 2, -1))
 SHAPES = ((4096, 4096), (4096, 11008), (8192, 8192))

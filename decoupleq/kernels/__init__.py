@@ -15,13 +15,13 @@ import os
 
 import torch
 
+from decoupleq.kernels.packing import unpack
 from decoupleq.kernels.reference import (
     dequant_matmul_reference,
     dequantize,
     reduce_groups,
     validate_operands,
 )
-from decoupleq.packing import unpack
 
 __all__ = ["BACKENDS", "dequant_matmul", "dequant_matmul_reference", "dequantize", "resolve_backend"]
 
@@ -120,7 +120,7 @@ def dequant_matmul(
 
     Args:
         x: activations (..., K), fp16 / bf16 / fp32.
-        packed: int32 codes (K_pad * bits / 32, N) from :func:`decoupleq.packing.pack`.
+        packed: int32 codes (K_pad * bits / 32, N) from :func:`decoupleq.kernels.packing.pack`.
         scales, zeros: (N, G) floats, G = ceil(K / group_size) (1 when group_size is -1).
         bits: 2, 3, 4 or 8.
         group_size: group length along K, or -1 for per channel.

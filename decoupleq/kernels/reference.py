@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from decoupleq.packing import bit_planes, packed_rows, unpack
+from decoupleq.kernels.packing import bit_planes, packed_rows, unpack
 
 
 def num_groups(k: int, group_size: int) -> int:
@@ -73,7 +73,7 @@ def dequantize(
     """Fake-quantized weight ``W_hat = scale * q + zero``.
 
     Args:
-        packed: int32 (K_pad * bits / 32, N) codes from :func:`decoupleq.packing.pack`.
+        packed: int32 (K_pad * bits / 32, N) codes from :func:`decoupleq.kernels.packing.pack`.
         scales, zeros: (N, G) floats.
         bits, group_size: quantization grid; group_size -1 means per channel.
         k: number of input features K.

@@ -31,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from decoupleq.kernels.packing import padded_k
 from decoupleq.kernels.reference import validate_operands
-from decoupleq.packing import padded_k
 
 GEMV_MAX_M = 16
 PATHS = ("auto", "gemv", "dequant")
@@ -207,7 +207,7 @@ def dequantize_triton(
     """``W_hat^T = (scale * q + zero)^T`` (K, N) in ``dtype``, computed in float32 and rounded once.
 
     Args:
-        packed: int32 (K_pad * bits / 32, N) from :func:`decoupleq.packing.pack`.
+        packed: int32 (K_pad * bits / 32, N) from :func:`decoupleq.kernels.packing.pack`.
         scales, zeros: (N, G), any strides (column-major is fastest).
         bits, group_size: quantization grid (group_size -1: per channel).
         k: number of input features K.
@@ -265,7 +265,7 @@ def dequant_matmul_triton(
 
     Args:
         x: activations (..., K), fp16 / bf16 / fp32, on a GPU (or the CPU under TRITON_INTERPRET=1).
-        packed: int32 (K_pad * bits / 32, N) from :func:`decoupleq.packing.pack`.
+        packed: int32 (K_pad * bits / 32, N) from :func:`decoupleq.kernels.packing.pack`.
         scales, zeros: (N, G), any strides (column-major is fastest).
         bits: 2, 3, 4 or 8.
         group_size: -1 or a power of two >= 32.

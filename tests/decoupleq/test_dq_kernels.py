@@ -18,10 +18,10 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from decoupleq.kernels import dequant_matmul, dequant_matmul_reference  # noqa: E402
+from decoupleq.kernels.packing import pack  # noqa: E402
 from decoupleq.kernels.reference import dequantize  # noqa: E402
 from decoupleq.kernels.triton import dequant_matmul_triton, dequantize_triton  # noqa: E402
 from decoupleq.nn import QuantLinear  # noqa: E402
-from decoupleq.packing import pack  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}

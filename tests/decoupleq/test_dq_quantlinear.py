@@ -8,8 +8,8 @@ from torch import nn
 
 from decoupleq.config import QuantConfig
 from decoupleq.kernels import _dequant_matmul_op, dequant_matmul, dequant_matmul_reference
+from decoupleq.kernels.packing import pack
 from decoupleq.nn import QuantLinear
-from decoupleq.packing import pack
 
 
 def _quant_linear(k: int, n: int, bits: int, group: int, bias: bool = True, seed: int = 0) -> QuantLinear:

@@ -9,14 +9,7 @@ from decoupleq.hessian import HessianAccumulator, damped_factor
 from decoupleq.quantizer import dequantize, minmax_init, quantize_codes, row_errors
 from decoupleq.solver import LayerQuantizer, float_step, quantize_layer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run far faster on one thread than on an oversubscribed shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def correlated_layer(n=64, k=256, tokens=2048, seed=0):

@@ -11,14 +11,7 @@ from decoupleq.solver import LayerQuantizer
 
 ORDER = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], ["down_proj"]]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run far faster on one thread than on an oversubscribed shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decoupleq.packing import pack, packed_rows, padded_k, unpack
+from decoupleq.kernels.packing import pack, packed_rows, padded_k, unpack
 
 
 def _codes(n: int, k: int, bits: int, seed: int = 0) -> torch.Tensor:
