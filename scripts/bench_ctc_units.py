@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from seed_asr.lit.builders import build_speech_llm
+from seed_asr.artifacts.builders import build_speech_llm
 from seed_asr.lit.tokenizers import resolve_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

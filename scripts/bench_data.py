@@ -25,7 +25,7 @@ import torch
 
 from seed_asr.data.datamodule import ShardDataModule
 from seed_asr.data.features import Fbank
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.testing.synthetic import write_synthetic_shards
 
 
 def parse_args() -> argparse.Namespace:

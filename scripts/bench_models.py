@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from seed_asr.data.text import train_tokenizer
+from seed_asr.text.tokenizer import train_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 WORDS = [

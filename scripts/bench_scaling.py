@@ -28,9 +28,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from seed_asr.data.synthetic import write_synthetic_shards
-from seed_asr.train import build, compose_config
-from seed_asr.utils.launch import run_local_group
+from seed_asr.config import compose_config
+from seed_asr.testing.synthetic import write_synthetic_shards
+from seed_asr.train import build
+from seed_asr.testing.launch import run_local_group
 
 # Lightning's table lacks a plain "NVIDIA H200" (its H200 entries need "sxm1"/"nvl1" in the name)
 PEAK_BF16_BY_NAME = {"h200": 989.4e12, "h100": 989.4e12}
@@ -150,7 +151,7 @@ def overrides(args: argparse.Namespace, shards: str, gpu: bool, strategy: str, d
 def measure(args: argparse.Namespace, shards: str, gpu: bool, strategy: str, devices: int, out: Path) -> dict:
     """Build and fit one configuration in this process; return rank 0's summary (also on other ranks)."""
     torch.set_num_threads(args.threads)
-    cfg = compose_config(overrides(args, shards, gpu, strategy, devices), out)
+    cfg = compose_config("train", overrides(args, shards, gpu, strategy, devices), out)
     objects = build(cfg)
     trainer, module = objects["trainer"], objects["module"]
     timer = StepTimer(args.warmup)

@@ -31,9 +31,10 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import DictConfig, open_dict
 
+from seed_asr.config import compose_config
+from seed_asr.corpus.build import build_corpus
 from seed_asr.data.cmvn import write_split_cmvn
-from seed_asr.data.corpus.build import build_corpus
-from seed_asr.train import build, compose_config
+from seed_asr.train import build
 from seed_asr.utils.precision import BF16_CPU_FLAGS, read_cpuinfo
 
 OFF_CALLBACKS = ("model_checkpoint", "last_checkpoint", "lr_monitor")  # write files or need a logger
@@ -71,7 +72,9 @@ def bench_config(args: argparse.Namespace, overrides: list[str], out_dir: Path, 
     """The demo's SFT config with ``overrides``, for ``steps`` optimizer steps without validation,
     checkpoints or loggers."""
     cfg = compose_config(
-        ["stage=sft", f"experiment={args.experiment}", f"paths.corpus_dir={args.corpus}", *overrides], out_dir
+        "train",
+        ["stage=sft", f"experiment={args.experiment}", f"paths.corpus_dir={args.corpus}", *overrides],
+        out_dir,
     )
     with open_dict(cfg):
         cfg.trainer.update(max_steps=steps, limit_val_batches=0, enable_checkpointing=False)

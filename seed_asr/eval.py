@@ -23,11 +23,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seed_asr.artifacts.loading import load_speech_llm, pick_device
 from seed_asr.data.cmvn import CmvnStats, save_cmvn
 from seed_asr.data.contexts import irrelevant_contexts
 from seed_asr.data.records import iter_records
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
-from seed_asr.inference import load_speech_llm, pick_device
 from seed_asr.metrics.wer import WERAccumulator, hallucinated_keywords
 
 CONTEXT_MODES = ("none", "relevant", "irrelevant")
@@ -114,7 +114,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+@hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     evaluate(cfg)

@@ -12,7 +12,7 @@ Lightning nor DeepSpeed:
 <out_dir>/llm/                with --llm: the LLM as a Hugging Face save_pretrained folder (+ tokenizer);
                               LoRA merged with --merge-lora, else the base model plus llm/adapter/
 ```
-``seed_asr.inference.load_speech_llm(<out_dir>)`` and ``stage.init_from=<out_dir>`` read it.
+``seed_asr.artifacts.loading.load_speech_llm(<out_dir>)`` and ``stage.init_from=<out_dir>`` read it.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from seed_asr.lit.builders import build_speech_llm
-from seed_asr.lit.tokenizers import tokenizer_from_files
+from seed_asr.artifacts.builders import build_speech_llm
+from seed_asr.artifacts.serialization import tokenizer_from_files
 from seed_asr.utils.checkpoints import (
     CHECKPOINT_HELP,
     CMVN_KEY,

@@ -2,7 +2,7 @@
 quantization.
 
 Writes into the run folder the packed quantized model with what ``seed-asr eval`` / ``transcribe`` need
-to rebuild it (see ``seed_asr.quant.storage``) and ``quant_report.json``: per-layer relative output
+to rebuild it (see ``seed_asr.artifacts.quantized``) and ``quant_report.json``: per-layer relative output
 errors, block-wise losses, quantization time, size on disk against fp16 / fp32.
 """
 
@@ -16,11 +16,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seed_asr.inference import load_speech_llm, pick_device
-from seed_asr.lit.tokenizers import cmvn_to_dict
+from seed_asr.artifacts.loading import load_speech_llm, pick_device
+from seed_asr.artifacts.quantized import is_quantized_dir
+from seed_asr.artifacts.serialization import cmvn_to_dict
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.speech_llm import calibration_batches, quantize_to_folder
-from seed_asr.quant.storage import is_quantized_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def quantize(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(config_path="../conf", config_name="quantize", version_base="1.3")
+@hydra.main(config_path="conf", config_name="quantize", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     quantize(cfg)

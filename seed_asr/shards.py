@@ -25,7 +25,7 @@ def convert(cfg: DictConfig) -> ConversionSummary:
     )
 
 
-@hydra.main(config_path="../conf", config_name="shards", version_base="1.3")
+@hydra.main(config_path="conf", config_name="shards", version_base="1.3")
 def main(cfg: DictConfig) -> ConversionSummary:
     """Convert; a converted train split also gets its ``cmvn.json`` (fbank statistics) in ``out_dir``."""
     summary = convert(cfg)

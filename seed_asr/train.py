@@ -8,8 +8,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,20 +16,6 @@ from seed_asr.utils.precision import auto_precision
 from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
 
 log = logging.getLogger(__name__)
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def compose_config(overrides: list[str], output_dir: str | Path) -> DictConfig:
-    """The ``train`` config with command-line style ``overrides``, outside ``@hydra.main`` (tests,
-    benchmarks, in-process runs); ``paths.output_dir`` is set to ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
 
 def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a name -> config mapping that has a ``_target_`` (None entries skipped)."""
@@ -102,7 +86,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, objects
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of ``cfg.optimized_metric`` for sweepers."""
     metrics, _ = train(cfg)

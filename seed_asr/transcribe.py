@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import torch
 
+from seed_asr.artifacts.loading import load_speech_llm, pick_device
 from seed_asr.data.audio import AudioError, decode_audio
 from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
-from seed_asr.inference import load_speech_llm, pick_device
 from seed_asr.utils.checkpoints import CHECKPOINT_HELP, RUN_CHECKPOINTS
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+from seed_asr.testing.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,11 +24,18 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The test runs on one torch thread (restored after)."""
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small built-in corpus (real espeak-ng speech, both languages) with its ``cmvn.json``."""
+    from seed_asr.corpus.build import build_corpus
     from seed_asr.data.cmvn import write_split_cmvn
-    from seed_asr.data.corpus.build import build_corpus
 
     folder = tmp_path_factory.mktemp("corpus")
     build_corpus(folder, 120, seed=0, num_workers=2, overwrite=True)

@@ -28,13 +28,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from seed_asr.inference import load_speech_llm
-from seed_asr.lit.builders import build_speech_llm
-from seed_asr.lit.tokenizers import cmvn_to_dict
-from seed_asr.lit.validation import decode_and_score
+from seed_asr.artifacts.builders import build_speech_llm
+from seed_asr.artifacts.loading import load_speech_llm
+from seed_asr.artifacts.quantized import read_report
+from seed_asr.artifacts.serialization import cmvn_to_dict
+from seed_asr.decoding.evaluation import decode_and_score
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.speech_llm import calibration_batches, check_spec, quantize_to_folder
-from seed_asr.quant.storage import read_report
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from seed_asr.data.features import Fbank
+from seed_asr.data.pipeline import DurationFilter, plain_waves
 
 
 @dataclass(frozen=True)
@@ -99,16 +100,19 @@ def load_cmvn(path: str | Path) -> CmvnStats:
     return CmvnStats(mean, std, int(record.get("frames", 0)), int(record.get("utterances", 0)))
 
 
-def write_split_cmvn(corpus_dir: str | Path, utterances: int = 1000, split: str = "train") -> Path:
+def write_split_cmvn(
+    corpus_dir: str | Path,
+    utterances: int = 1000,
+    split: str = "train",
+    limits: DurationFilter | None = None,
+) -> Path:
     """Compute the statistics of a shard folder's ``split`` and save them as ``<corpus_dir>/cmvn.json``.
 
     Args:
         corpus_dir: folder with ``<split>/*.tar`` shards (the built-in corpus or converted shards).
         utterances: utterances to accumulate over.
         split: the split to read (the training split: statistics never see test audio).
+        limits: the utterance durations kept (None: DurationFilter's defaults, the datamodule's).
     """
-    from seed_asr.data.datamodule import ShardDataModule  # the datamodule imports this module
-
-    specs = [str(Path(corpus_dir) / split / "*.tar")]
-    waves = ShardDataModule(train_shards=specs).plain_waves(specs)
+    waves = plain_waves([str(Path(corpus_dir) / split / "*.tar")], limits or DurationFilter())
     return save_cmvn(compute_cmvn(waves, Fbank(), utterances), Path(corpus_dir) / "cmvn.json")

@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from seed_asr.metrics.wer import keyword_mask, scoring_units
+from seed_asr.text.units import keyword_mask, scoring_units
 
 CONTEXT_KINDS = ("relevant", "none", "irrelevant", "distractors")
 

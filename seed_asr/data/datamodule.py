@@ -33,10 +33,10 @@ from seed_asr.data.pipeline import (
     DurationFilter,
     DynamicBatcher,
     Tokenizer,
-    Utterance,
     decode_samples,
     expand_shards,
     log_and_continue,
+    plain_waves,
 )
 from seed_asr.data.shard_index import EvalBatches, index_shard, plan_eval_batches
 
@@ -213,15 +213,8 @@ class ShardDataModule(SpeechDataModule):
         return stats.mean, stats.std
 
     def plain_waves(self, specs: list[str]) -> Iterator[np.ndarray]:
-        """(S,) waveforms of the shards in order, decoded and duration-filtered, without augmentation."""
-        shards = [shard for spec in specs for shard in expand_shards(spec)]
-        stream = wds.DataPipeline(
-            wds.SimpleShardList(shards),
-            wds.tarfile_to_samples(handler=log_and_continue),
-            decode_samples,
-            self.limits,
-        )
-        return (item.audio for item in stream if isinstance(item, Utterance))
+        """(S,) waveforms of the shards in order, within this module's duration limits, no augmentation."""
+        return plain_waves(specs, self.limits)
 
     def _save_cmvn(self, stats: CmvnStats) -> None:
         if self.output_dir is None:

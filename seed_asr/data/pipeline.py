@@ -278,8 +278,8 @@ class Augmenter:
 class DurationFilter:
     """Pipeline stage replacing utterances outside [min_seconds, max_seconds] by :class:`Skipped` markers."""
 
-    min_seconds: float
-    max_seconds: float
+    min_seconds: float = 0.1
+    max_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_seconds <= self.max_seconds:
@@ -299,6 +299,18 @@ class DurationFilter:
 
     def __call__(self, src: Iterable[Item]) -> Iterator[Item]:
         return map(self.check, src)
+
+
+def plain_waves(specs: Sequence[str], limits: DurationFilter) -> Iterator[np.ndarray]:
+    """(S,) waveforms of the shards in order, decoded and duration-filtered, without augmentation."""
+    shards = [shard for spec in specs for shard in expand_shards(spec)]
+    stream = wds.DataPipeline(
+        wds.SimpleShardList(shards),
+        wds.tarfile_to_samples(handler=log_and_continue),
+        decode_samples,
+        limits,
+    )
+    return (item.audio for item in stream if isinstance(item, Utterance))
 
 
 def pack_by_length(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seed_asr.artifacts.builders import build_speech_llm
+from seed_asr.decoding.evaluation import TranscriptCollector
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
-from seed_asr.lit.builders import build_speech_llm
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.lit.tokenizers import resolve_tokenizer
-from seed_asr.lit.validation import TranscriptCollector, with_other_audio
+from seed_asr.lit.validation import with_other_audio
 
 
 class ASRModule(StageModule):

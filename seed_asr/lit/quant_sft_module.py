@@ -15,10 +15,10 @@ from pathlib import Path
 from torch import nn
 
 from decoupleq.blockwise import float_parameters
-from seed_asr.inference import load_speech_llm
+from seed_asr.artifacts.loading import load_speech_llm
+from seed_asr.artifacts.quantized import read_meta, save_quantized_speech_llm
+from seed_asr.artifacts.serialization import cmvn_to_dict
 from seed_asr.lit.asr_module import ASRModule
-from seed_asr.lit.tokenizers import cmvn_to_dict
-from seed_asr.quant.storage import read_meta, save_quantized_speech_llm
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from seed_asr.artifacts.serialization import cmvn_to_dict, tokenizer_to_files
 from seed_asr.data.contexts import check_fractions, mix_contexts
-from seed_asr.lit.tokenizers import cmvn_to_dict, tokenizer_to_files
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint, init_sources
 

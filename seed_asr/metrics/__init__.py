@@ -1,23 +1,5 @@
-"""Error rates (WER / CER after the field's normalisers) and keyword metrics."""
+"""Error rates (WER / CER over :mod:`seed_asr.text.units`) and keyword metrics."""
 
-from seed_asr.metrics.wer import (
-    NORMALIZER_NAME,
-    ErrorCounts,
-    WERAccumulator,
-    is_mandarin,
-    keyword_mask,
-    scoring_units,
-    utterance_counts,
-    weighted_wer,
-)
+from seed_asr.metrics.wer import ErrorCounts, WERAccumulator, utterance_counts, weighted_wer
 
-__all__ = [
-    "NORMALIZER_NAME",
-    "ErrorCounts",
-    "WERAccumulator",
-    "is_mandarin",
-    "keyword_mask",
-    "scoring_units",
-    "utterance_counts",
-    "weighted_wer",
-]
+__all__ = ["ErrorCounts", "WERAccumulator", "utterance_counts", "weighted_wer"]

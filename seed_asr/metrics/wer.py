@@ -1,9 +1,7 @@
 """Word and character error rates as the field reports them, with keyword (contextual biasing) metrics.
 
-Scoring units: English text goes through the Whisper English normaliser and is split into words;
-Mandarin text loses punctuation and spaces and is compared character by character, with runs of Latin
-letters or digits counted as words (a "mixed error rate", the usual Mandarin CER); other languages use
-the Whisper basic normaliser and words. Alignments come from jiwer.
+Errors are counted over scoring units (:mod:`seed_asr.text.units`): words, or for Mandarin characters
+with Latin runs as words (a "mixed error rate", the usual Mandarin CER). Alignments come from jiwer.
 
 Keyword metrics take the biasing list of an utterance (keywords, possibly multi-word). A unit is
 biased when it lies inside an occurrence of a keyword (same normalisation) in its own text:
@@ -15,65 +13,13 @@ biased when it lies inside an occurrence of a keyword (same normalisation) in it
 
 from __future__ import annotations
 
-import functools
-import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import jiwer
-from whisper_normalizer.basic import BasicTextNormalizer
-from whisper_normalizer.english import EnglishTextNormalizer
 
-NORMALIZER_NAME = "whisper-english/zh-char/whisper-basic"
-
-_HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
-# One Han character, or a run of other letters/digits (Latin words inside Chinese stay words).
-_ZH_UNIT = re.compile(rf"[{_HAN}]|(?:(?![{_HAN}])[^\W_])+")
-
-
-@functools.cache
-def _english() -> EnglishTextNormalizer:
-    return EnglishTextNormalizer()
-
-
-@functools.cache
-def _basic() -> BasicTextNormalizer:
-    return BasicTextNormalizer()
-
-
-def is_mandarin(lang: str) -> bool:
-    """True for language codes scored by characters ("zh", "zh-CN", "cmn", ...)."""
-    return lang.lower().startswith(("zh", "cmn"))
-
-
-def scoring_units(text: str, lang: str) -> list[str]:
-    """Normalise `text` and split it into the units the error rate of `lang` counts.
-
-    Args:
-        text: a transcript.
-        lang: language code; "en" -> Whisper English normaliser words, Mandarin -> characters
-            (Latin runs as words), anything else -> Whisper basic normaliser words.
-
-    Returns:
-        The scoring units.
-    """
-    if is_mandarin(lang):
-        return _ZH_UNIT.findall(unicodedata.normalize("NFKC", text).lower())
-    normalizer = _english() if lang.lower().startswith("en") else _basic()
-    return normalizer(text).split()
-
-
-def keyword_mask(units: Sequence[str], keywords: Sequence[Sequence[str]]) -> list[bool]:
-    """Mark the units that lie inside an occurrence of one of `keywords` (each a unit sequence)."""
-    mask = [False] * len(units)
-    for keyword in keywords:
-        width = len(keyword)
-        for start in range(len(units) - width + 1) if width else ():
-            if list(units[start : start + width]) == list(keyword):
-                mask[start : start + width] = [True] * width
-    return mask
+from seed_asr.text.units import NORMALIZER_NAME, is_mandarin, keyword_mask, scoring_units
 
 
 def _count_occurrences(units: Sequence[str], keyword: Sequence[str]) -> int:

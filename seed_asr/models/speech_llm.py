@@ -12,10 +12,10 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seed_asr.data import phonemes
-from seed_asr.data.prompts import PromptBuilder, PromptIds
 from seed_asr.models.converter import Converter
 from seed_asr.models.encoder import EncoderOutput, padding_mask
+from seed_asr.text import phonemes
+from seed_asr.text.prompts import PromptBuilder, PromptIds
 
 IGNORE_INDEX = -100
 
@@ -54,7 +54,7 @@ class SpeechLLM(nn.Module):
             intermediate one, ~25 of 32, most useful).
         ctc_weight: weight of an auxiliary CTC loss on the last encoder block (0 disables the head).
         ctc_units: the CTC head's labels: "tokens" (the tokenizer's vocabulary, the pad token as blank)
-            or "phonemes" (each record's IPA `phonemes`, `seed_asr.data.phonemes`; the built-in corpus
+            or "phonemes" (each record's IPA `phonemes`, `seed_asr.text.phonemes`; the built-in corpus
             writes them, and they are learnt much sooner than characters of a large script).
         max_tokens_per_second: transcript tokens per second of audio allowed when decoding.
         max_new_tokens_margin: extra tokens allowed on top.

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from decoupleq import QuantReport, quantize_model
+from seed_asr.artifacts.quantized import save_quantized_speech_llm, size_report, write_report
 from seed_asr.data.features import FeatureExtractor
-from seed_asr.lit.validation import with_features
+from seed_asr.decoding.evaluation import with_features
 from seed_asr.models.encoder import padding_mask
 from seed_asr.quant.spec import QuantSpec
-from seed_asr.quant.storage import save_quantized_speech_llm, size_report, write_report
 
 
 @dataclass
@@ -156,7 +156,7 @@ def quantize_to_folder(model: nn.Module, batches: list[dict[str, Any]], spec: Qu
         model: the float model (``model.tokenizer`` travels along).
         batches: calibration batches (see ``calibration_batches``).
         spec: what and how to quantize.
-        out_dir: the folder written (see ``seed_asr.quant.storage``).
+        out_dir: the folder written (see ``seed_asr.artifacts.quantized``).
         cfg: the training config as plain containers.
         cmvn: the feature normalisation as ``cmvn_to_dict``.
         device, backend: as for ``quantize_speech_llm``.

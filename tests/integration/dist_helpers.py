@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from seed_asr.utils.launch import run_local_group
+from seed_asr.testing.launch import run_local_group
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("dist_worker.py")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from seed_asr.train import compose_config, train
+from seed_asr.config import compose_config
+from seed_asr.train import train
 
 
 def main(spec_path: str) -> None:
@@ -23,7 +24,7 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     results = {}
     for job in spec["jobs"]:
-        cfg = compose_config(job["overrides"], job["output_dir"])
+        cfg = compose_config("train", job["overrides"], job["output_dir"])
         _, objects = train(cfg)
         trainer = objects["trainer"]
         results[job["name"]] = {

@@ -9,31 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import webdataset as wds
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from seed_asr.config import CONF_DIR, compose_config
 from seed_asr.data.audio import SAMPLE_RATE, encode_flac
 from seed_asr.data.contexts import check_fractions, keyword_occurs
-from seed_asr.data.prompts import PromptBuilder
-from seed_asr.data.synthetic import synthetic_wave
 from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig
-from seed_asr.measure_context import CONF_DIR, context_report_lines, eval_config, measure_context
+from seed_asr.demo.context import context_report_lines, measure_context
+from seed_asr.testing.synthetic import synthetic_wave
+from seed_asr.text.prompts import PromptBuilder
 from seed_asr.train import train
 from seed_asr.transcribe import main as transcribe_main
 
 NAMES = ["Okonkwo", "Brandvold", "Anneliese", "Vasquez", "Ilse", "Tromso", "Marguerite", "Halvorsen"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_split(folder: Path, split: str, dialogues: int, seed: int) -> None:
@@ -184,7 +179,7 @@ def test_shipped_configs_build_the_context_stage_and_joint_decoding():
 def test_eval_config_composes_inside_another_hydra_app(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):  # e.g. the demo's Hydra
-        cfg = eval_config(["ckpt=x", "context_mode=irrelevant", "decoding=joint_beam"], tmp_path)
+        cfg = compose_config("eval", ["ckpt=x", "context_mode=irrelevant", "decoding=joint_beam"], tmp_path)
         assert GlobalHydra.instance().is_initialized()
         assert compose(config_name="train").stage.name == "sft"  # the outer app's Hydra still works
     assert cfg.context_mode == "irrelevant" and cfg.decoding.method == "joint_beam"

@@ -15,14 +15,14 @@ import soundfile as sf
 import webdataset as wds
 from hydra import compose, initialize_config_dir
 
+from seed_asr.corpus import build
+from seed_asr.corpus.build import build_corpus
+from seed_asr.corpus.synth import get_engine
+from seed_asr.corpus.texts import load_lexicon, read_word_list
+from seed_asr.corpus.voices import Speaker, voice_spaces
 from seed_asr.data.audio import SAMPLE_RATE
-from seed_asr.data.corpus import build
-from seed_asr.data.corpus.build import build_corpus
-from seed_asr.data.corpus.synth import get_engine
-from seed_asr.data.corpus.texts import load_lexicon, read_word_list
-from seed_asr.data.corpus.voices import Speaker, voice_spaces
 from seed_asr.data.shards import check_record
-from seed_asr.demo import prepare_corpus
+from seed_asr.demo.pipeline import prepare_corpus
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SETTINGS = {"num_utterances": 50, "seed": 7, "shard_size": 20, "lang_weights": {"en": 0.6, "zh": 0.4},

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from seed_asr.data.audio import encode_flac
 from seed_asr.data.datamodule import ShardDataModule
 from seed_asr.data.pipeline import CycledShards
-from seed_asr.data.synthetic import synthetic_record, synthetic_wave, write_synthetic_shards
+from seed_asr.testing.synthetic import synthetic_record, synthetic_wave, write_synthetic_shards
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -10,7 +10,7 @@ import webdataset as wds
 from seed_asr.callbacks.data_stats import DataStatsLogger
 from seed_asr.data.cmvn import load_cmvn
 from seed_asr.data.datamodule import ShardDataModule
-from seed_asr.data.synthetic import synthetic_record, write_synthetic_shards
+from seed_asr.testing.synthetic import synthetic_record, write_synthetic_shards
 
 
 class FeatureProbe(L.LightningModule):

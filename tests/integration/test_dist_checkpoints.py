@@ -15,10 +15,11 @@ import torch
 from dist_helpers import ROOT, csv_column, train_overrides
 from safetensors.torch import load_file
 
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.artifacts.loading import load_speech_llm
+from seed_asr.config import compose_config
 from seed_asr.export import export_checkpoint
-from seed_asr.inference import load_speech_llm
-from seed_asr.train import compose_config, train
+from seed_asr.testing.synthetic import write_synthetic_shards
+from seed_asr.train import train
 from seed_asr.utils.atomic_checkpoint import AtomicCheckpointIO
 from seed_asr.utils.checkpoints import load_state_from_checkpoint
 
@@ -35,10 +36,10 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_resume_from_last_continues_exactly(shards: str, tmp_path: Path) -> None:
     """8 steps in one go == 4 steps, then a new process-like run resumed from last.ckpt to 8."""
     full, part = tmp_path / "full", tmp_path / "part"
-    train(compose_config(train_overrides("lm", shards, steps=8) + SCHEDULE, full))
-    train(compose_config(train_overrides("lm", shards, steps=4) + SCHEDULE, part))
+    train(compose_config("train", train_overrides("lm", shards, steps=8) + SCHEDULE, full))
+    train(compose_config("train", train_overrides("lm", shards, steps=4) + SCHEDULE, part))
     _, objects = train(
-        compose_config(train_overrides("lm", shards, steps=8) + SCHEDULE + ["ckpt_path=last"], part)
+        compose_config("train", [*train_overrides("lm", shards, steps=8), *SCHEDULE, "ckpt_path=last"], part)
     )
     assert objects["trainer"].global_step == 8
     resumed = csv_column(part, "train/loss_global")
@@ -102,7 +103,7 @@ def test_failed_checkpoint_write_leaves_the_previous_file(
 
 def test_export_of_a_lightning_checkpoint_loads_for_inference(shards: str, tmp_path: Path) -> None:
     run = tmp_path / "sft"
-    train(compose_config(train_overrides("sft", shards, steps=2), run))
+    train(compose_config("train", train_overrides("sft", shards, steps=2), run))
     out = export_checkpoint(run, tmp_path / "export", dtype="bfloat16", llm=True)
     state = load_state_from_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
     exported = load_file(out / "model.safetensors")

@@ -1,6 +1,6 @@
 """Every training stage under DDP, ZeRO-2 and ZeRO-3 on 2 CPU processes follows the loss curve of one
 process on the same global batches (fixed in-memory batches: the streaming pipeline splits shards by
-rank, so its batches cannot match a one-process run; see seed_asr/data/fixed.py).
+rank, so its batches cannot match a one-process run; see seed_asr/testing/fixed.py).
 
 Also checked: ZeRO-3 partitions parameters at creation (inside ``configure_model``), ``init_from``
 loads into partitioned parameters, DeepSpeed receives the trainer's gradient clipping, and bf16 with
@@ -17,12 +17,14 @@ import torch
 from dist_helpers import csv_column, run_group, train_overrides
 from safetensors.torch import load_file
 
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.artifacts.loading import load_speech_llm
+from seed_asr.config import compose_config
 from seed_asr.export import export_checkpoint
-from seed_asr.inference import load_speech_llm
 from seed_asr.strategies.cpu_deepspeed import CPUDeepSpeedStrategy
 from seed_asr.strategies.zero import zero_checkpoint_world_size
-from seed_asr.train import compose_config, train
+from seed_asr.testing.synthetic import write_synthetic_shards
+from seed_asr.testing.threads import torch_threads
+from seed_asr.train import train
 from seed_asr.utils.checkpoints import load_state_from_checkpoint
 
 pytestmark = pytest.mark.distributed
@@ -41,26 +43,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ZeRO-3 the LLM is initialised module by module on gathered partitions (seed_asr.models.llm), which
     draws other random numbers than a plain build. This also checks ``init_from`` into ZeRO-3 partitions.
     """
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("dist")
-    shards = str(write_synthetic_shards(root / "corpus", 1, 8, 0.5, 1.0, seed=0)[0])
-    for stage in ("lm", "sft"):
-        train(compose_config(train_overrides(stage, shards, steps=2), root / f"init_{stage}"))
-    extra = {
-        "ssl": [],
-        "lm": [f"stage.init_from={root / 'init_lm'}"],
-        "align": [f"stage.init_from={root / 'init_sft'}"],
-        "sft": [f"stage.init_from={root / 'init_sft'}"],
-    }
-    refs = {}
-    for stage in STAGES:
-        run = root / f"ref_{stage}"
-        train(compose_config(train_overrides(stage, shards) + extra[stage], run))
-        refs[stage] = csv_column(run, "train/loss_global")
-    run = root / "ref_sft_bf16"
-    train(compose_config(train_overrides("sft", shards) + extra["sft"] + BF16_ACCUM, run))
-    refs["sft_bf16"] = csv_column(run, "train/loss_global")
-    return {"root": root, "shards": shards, "refs": refs, "extra": extra}
+    with torch_threads(1):
+        root = tmp_path_factory.mktemp("dist")
+        shards = str(write_synthetic_shards(root / "corpus", 1, 8, 0.5, 1.0, seed=0)[0])
+        for stage in ("lm", "sft"):
+            train(compose_config("train", train_overrides(stage, shards, steps=2), root / f"init_{stage}"))
+        extra = {
+            "ssl": [],
+            "lm": [f"stage.init_from={root / 'init_lm'}"],
+            "align": [f"stage.init_from={root / 'init_sft'}"],
+            "sft": [f"stage.init_from={root / 'init_sft'}"],
+        }
+        refs = {}
+        for stage in STAGES:
+            run = root / f"ref_{stage}"
+            train(compose_config("train", train_overrides(stage, shards) + extra[stage], run))
+            refs[stage] = csv_column(run, "train/loss_global")
+        run = root / "ref_sft_bf16"
+        train(compose_config("train", train_overrides("sft", shards) + extra["sft"] + BF16_ACCUM, run))
+        refs["sft_bf16"] = csv_column(run, "train/loss_global")
+        return {"root": root, "shards": shards, "refs": refs, "extra": extra}
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.config import compose_config
 from seed_asr.eval import evaluate
-from seed_asr.measure_context import eval_config
-from seed_asr.train import compose_config, train
+from seed_asr.testing.synthetic import write_synthetic_shards
+from seed_asr.train import train
 from seed_asr.utils.checkpoints import load_state_from_checkpoint, run_checkpoint
 
 SCORE = "val/scripted"
@@ -36,12 +36,13 @@ class ScriptedScore(L.Callback):
         self.weights[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 Run = tuple[Path, L.Trainer, ScriptedScore]  # run folder, trainer after fit, its ScriptedScore
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("corpus")
     write_synthetic_shards(root / "train", 1, 8, 0.5, 1.0, seed=0)
     write_synthetic_shards(root / "dev", 1, 2, 0.5, 1.0, seed=1)
@@ -52,6 +53,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fit(corpus: Path, run: Path, scores: Sequence[float], *overrides: str) -> tuple[L.Trainer, ScriptedScore]:
     """Train the tiny SFT model in ``run`` with ``val/scripted`` (lower is better) as the monitored metric."""
     cfg = compose_config(
+        "train",
         [
             "stage=sft",
             "model=tiny",
@@ -125,7 +127,7 @@ def test_last_is_the_final_state_when_training_ends_between_validations(corpus: 
 
 
 def test_config_writes_the_files_run_checkpoint_reads(tmp_path: Path) -> None:
-    callbacks = compose_config([], tmp_path).callbacks
+    callbacks = compose_config("train", [], tmp_path).callbacks
     assert Path(callbacks.last_checkpoint.path) == run_checkpoint(tmp_path, "last")
     best = Path(callbacks.model_checkpoint.dirpath) / f"{callbacks.model_checkpoint.filename}.ckpt"
     assert best == run_checkpoint(tmp_path, "best")
@@ -144,6 +146,7 @@ def test_init_from_takes_the_configured_checkpoint(
 ) -> None:
     run = worse_at_the_end[0]
     cfg = compose_config(
+        "train",
         ["stage=sft", "model=tiny", f"paths.corpus_dir={corpus}", *DATA, f"stage.init_from={run}",
          *(o.replace("RUN", str(run)) for o in overrides)],
         tmp_path,
@@ -161,6 +164,6 @@ def test_eval_takes_the_configured_checkpoint(
 ) -> None:
     run = worse_at_the_end[0]
     overrides = [f"ckpt={run}", f"paths.corpus_dir={corpus}", "device=cpu", *DATA, *overrides]
-    assert evaluate(eval_config(overrides, tmp_path))["num_utts"] == 2
+    assert evaluate(compose_config("eval", overrides, tmp_path))["num_utts"] == 2
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["checkpoint"] == str(run_checkpoint(run, expected))

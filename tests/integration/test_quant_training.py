@@ -16,12 +16,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from safetensors.torch import load_file
 
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.artifacts.quantized import WEIGHTS, read_report
+from seed_asr.artifacts.serialization import tokenizer_to_files
 from seed_asr.eval import evaluate
-from seed_asr.lit.tokenizers import tokenizer_to_files
 from seed_asr.quant.spec import QuantSpec
-from seed_asr.quant.storage import WEIGHTS, read_report
 from seed_asr.quantize import quantize
+from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import build, train
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 from tests.unit.models_helpers import one_torch_thread, tiny_speech_llm  # noqa: F401

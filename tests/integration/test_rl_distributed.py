@@ -17,7 +17,7 @@ import pytest
 from seed_asr.data.cmvn import compute_cmvn, save_cmvn
 from seed_asr.data.datamodule import ShardDataModule
 from seed_asr.data.features import Fbank
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.testing.synthetic import write_synthetic_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 3

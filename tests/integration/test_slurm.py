@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from slurm_cluster import LocalSlurm, slurm_cluster  # noqa: F401  (the session fixture)
 
-from seed_asr.data.synthetic import write_synthetic_shards
+from seed_asr.testing.synthetic import write_synthetic_shards
 
 pytestmark = pytest.mark.slurm
 

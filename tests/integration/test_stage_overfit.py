@@ -6,15 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from stage_helpers import build
 
 
 @pytest.mark.parametrize(("stage", "steps", "ratio"), [("lm", 40, 0.5), ("sft", 30, 0.6), ("ssl", 30, 0.7)])
 def test_stage_overfits_a_fixed_batch(
-    stage: str, steps: int, ratio: float, tiny_corpus: Path, tmp_path: Path
+    stage: str, steps: int, ratio: float, tiny_corpus: Path, tmp_path: Path, one_thread: None
 ) -> None:
-    torch.set_num_threads(1)
     module, batch = build(stage, tiny_corpus, tmp_path)
     optimizer = module.configure_optimizers()
     module.train()

@@ -8,12 +8,12 @@ from functools import partial
 import pytest
 import torch
 
-from seed_asr.data.prompts import PromptBuilder
-from seed_asr.data.text import train_tokenizer
 from seed_asr.models.converter import Converter
 from seed_asr.models.encoder import ConformerEncoder
 from seed_asr.models.llm import build_qwen2
 from seed_asr.models.speech_llm import SpeechLLM
+from seed_asr.text.prompts import PromptBuilder
+from seed_asr.text.tokenizer import train_tokenizer
 
 CORPUS = [
     "call anneliese okonkwo",

@@ -11,9 +11,9 @@ from seed_asr.data.contexts import (
     keyword_occurs,
     mix_contexts,
 )
-from seed_asr.data.prompts import PromptBuilder
-from seed_asr.data.text import train_tokenizer
 from seed_asr.metrics.wer import hallucinated_keywords
+from seed_asr.text.prompts import PromptBuilder
+from seed_asr.text.tokenizer import train_tokenizer
 
 
 def record(key: str, text: str, dialogue: str, history: str, keywords: list, entities: list) -> dict:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seed_asr.data.corpus.noise import add_noise, make_noise
+from seed_asr.corpus.noise import add_noise, make_noise
 
 
 @pytest.mark.parametrize("color", ["white", "pink"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from seed_asr.data.corpus import numbers as nb
+from seed_asr.corpus import numbers as nb
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@
 import dataclasses
 from collections import defaultdict
 
-from seed_asr.data.corpus import build
-from seed_asr.data.corpus.build import DEFAULT_SPLITS, HELDOUT_SPLIT, _split_targets, plan_corpus
-from seed_asr.data.corpus.texts import DOMAINS, load_lexicon
-from seed_asr.data.corpus.voices import held_out_voices, voice_spaces
+from seed_asr.corpus import build
+from seed_asr.corpus.build import DEFAULT_SPLITS, HELDOUT_SPLIT, _split_targets, plan_corpus
+from seed_asr.corpus.texts import DOMAINS, load_lexicon
+from seed_asr.corpus.voices import held_out_voices, voice_spaces
 
 
 def _plan(num=300, seed=0, domains=DOMAINS, splits=DEFAULT_SPLITS, invented=0.0, heldout=None):

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from seed_asr.data.corpus.numbers import NUMBER_SLOTS
-from seed_asr.data.corpus.synth import get_engine
-from seed_asr.data.corpus.texts import (
+from seed_asr.corpus.numbers import NUMBER_SLOTS
+from seed_asr.corpus.synth import get_engine
+from seed_asr.corpus.texts import (
     DOMAINS,
     LANGUAGES,
     context_keywords,

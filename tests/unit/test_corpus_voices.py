@@ -5,9 +5,9 @@ import random
 import numpy as np
 import pytest
 
+from seed_asr.corpus.synth import get_engine, synthesize
+from seed_asr.corpus.voices import DEFAULT_VOICES, Speaker, VoiceSpace, voice_spaces
 from seed_asr.data.audio import SAMPLE_RATE
-from seed_asr.data.corpus.synth import get_engine, synthesize
-from seed_asr.data.corpus.voices import DEFAULT_VOICES, Speaker, VoiceSpace, voice_spaces
 
 
 def _rms(wave):

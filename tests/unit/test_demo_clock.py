@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from seed_asr.demo import Clock
+from seed_asr.demo.runs import Clock
 
 
 def test_clock_accumulates_over_invocations_and_failures(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from seed_asr.demo import run_demo
-from seed_asr.measure_context import TARGET_CELLS, measurement_cells
-from seed_asr.report import curve_lines, heldout_lines, learning_curve, target_lines
+from seed_asr.demo.context import TARGET_CELLS, measurement_cells
+from seed_asr.demo.pipeline import run_demo
+from seed_asr.demo.report import curve_lines, heldout_lines, learning_curve, target_lines
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

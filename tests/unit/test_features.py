@@ -7,7 +7,7 @@ import torch
 
 from seed_asr.data.cmvn import compute_cmvn, load_cmvn, save_cmvn
 from seed_asr.data.features import Fbank, GlobalCMVN, SpecAugment, frame_lengths
-from seed_asr.data.synthetic import synthetic_wave
+from seed_asr.testing.synthetic import synthetic_wave
 
 
 def kaldi_reference(wave: np.ndarray) -> np.ndarray:

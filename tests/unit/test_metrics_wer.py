@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from seed_asr.metrics import NORMALIZER_NAME, WERAccumulator, scoring_units, utterance_counts, weighted_wer
+from seed_asr.metrics import WERAccumulator, utterance_counts, weighted_wer
+from seed_asr.text.units import NORMALIZER_NAME, scoring_units
 
 KEYWORDS = ["Anneliese", "Okonkwo", "Brandvold"]
 # One substitution of a keyword word, one inserted distractor keyword; both biased.

@@ -5,8 +5,8 @@ import torch
 from models_helpers import make_batch, one_torch_thread, tiny_speech_llm, tiny_tokenizer  # noqa: F401
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from seed_asr.data.text import load_tokenizer
 from seed_asr.models.llm import build_qwen2, load_causal_lm
+from seed_asr.text.tokenizer import load_tokenizer
 
 
 def test_built_in_qwen2_is_sized_for_the_tokenizer():

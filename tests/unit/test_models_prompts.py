@@ -1,7 +1,7 @@
 import pytest
 from models_helpers import one_torch_thread, tiny_tokenizer  # noqa: F401
 
-from seed_asr.data.prompts import PromptBuilder
+from seed_asr.text.prompts import PromptBuilder
 
 CONTEXT = {
     "history": "set a timer for ten minutes",

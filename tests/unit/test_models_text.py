@@ -1,8 +1,8 @@
 import pytest
 from models_helpers import CORPUS, one_torch_thread, tiny_tokenizer  # noqa: F401
 
-from seed_asr.data.prompts import PROMPT_MARKERS
-from seed_asr.data.text import load_tokenizer, train_tokenizer
+from seed_asr.text.prompts import PROMPT_MARKERS
+from seed_asr.text.tokenizer import load_tokenizer, train_tokenizer
 
 
 @pytest.mark.parametrize("kind", ["bpe", "char"])

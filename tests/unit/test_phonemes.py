@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from models_helpers import make_batch, tiny_speech_llm  # noqa: F401
 
-from seed_asr.data import phonemes
-from seed_asr.data.phonemes import BLANK, NUM_CLASSES, UNKNOWN, phoneme_ids
+from seed_asr.text import phonemes
+from seed_asr.text.phonemes import BLANK, NUM_CLASSES, UNKNOWN, phoneme_ids
 
 
 def test_ids_drop_stress_and_boundaries_and_map_unknown_symbols():

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seed_asr.train import build, compose_config
+from seed_asr.config import compose_config
+from seed_asr.train import build
 from seed_asr.utils import precision
 
 AVX512 = {"fpu", "sse2", "avx2", "avx512f", "avx512bw"}
@@ -60,7 +61,8 @@ def test_build_resolves_auto_before_the_trainer(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(precision, "read_cpuinfo", lambda: {"flags": "fpu avx512_bf16"})
-    cfg = compose_config(["debug=tiny", "trainer.precision=auto", f"paths.corpus_dir={tmp_path}"], tmp_path)
+    overrides = ["debug=tiny", "trainer.precision=auto", f"paths.corpus_dir={tmp_path}"]
+    cfg = compose_config("train", overrides, tmp_path)
     with caplog.at_level(logging.INFO, logger="seed_asr.train"):
         trainer = build(cfg)["trainer"]
     assert cfg.trainer.precision == "bf16-mixed" and trainer.precision == "bf16-mixed"

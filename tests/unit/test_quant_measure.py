@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from seed_asr.quant.measure import check_methods, quant_report_lines, quant_targets
+from seed_asr.demo.quant import check_methods, quant_report_lines, quant_targets
 
 
 def row(setting: str, method: str, wer: float) -> dict:

@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from decoupleq.nn import QuantLinear
+from seed_asr.artifacts.loading import load_speech_llm
+from seed_asr.artifacts.quantized import WEIGHTS, save_quantized_speech_llm
+from seed_asr.artifacts.serialization import cmvn_to_dict
 from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN
-from seed_asr.inference import load_speech_llm
-from seed_asr.lit.tokenizers import cmvn_to_dict
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.speech_llm import block_plan, check_spec, quantize_speech_llm, segment_masks
-from seed_asr.quant.storage import WEIGHTS, save_quantized_speech_llm
 from tests.unit.models_helpers import make_batch, one_torch_thread, tiny_speech_llm  # noqa: F401
 
 TEXTS = ["call anneliese okonkwo", "play some music please", "今天天气很好"]
@@ -28,7 +28,7 @@ MODEL_CFG = {
                   "hidden_dim": 64},
     "llm": {"_target_": "seed_asr.models.llm.build_qwen2", "_partial_": True, "hidden_size": 32,
             "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 64},
-    "prompt": {"_target_": "seed_asr.data.prompts.PromptBuilder", "_partial_": True,
+    "prompt": {"_target_": "seed_asr.text.prompts.PromptBuilder", "_partial_": True,
                "max_context_tokens": 32},
 }
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from seed_asr.rl_report import rl_gains, rl_report_lines
+from seed_asr.demo.rl_report import rl_gains, rl_report_lines
 
 EVALS = {
     "sft": {"wer": 0.20, "b_wer": 0.50, "keyword_recall": 0.6, "num_utts": 10},

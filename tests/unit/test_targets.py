@@ -2,7 +2,7 @@
 
 import math
 
-from seed_asr.metrics.targets import verdict
+from seed_asr.demo.targets import verdict
 
 
 def test_verdicts_and_the_assessable_limit():

@@ -17,11 +17,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from seed_asr.data.audio import SAMPLE_RATE
-from seed_asr.data.corpus.noise import NOISE_COLORS
-from seed_asr.data.corpus.render import RenderTask, render_block
-from seed_asr.data.corpus.synth import get_engine
-from seed_asr.data.corpus.texts import (
+from seed_asr.corpus.noise import NOISE_COLORS
+from seed_asr.corpus.render import RenderTask, render_block
+from seed_asr.corpus.synth import get_engine
+from seed_asr.corpus.texts import (
     DOMAINS,
     LANGUAGES,
     check_invented_share,
@@ -29,7 +28,8 @@ from seed_asr.data.corpus.texts import (
     load_lexicon,
     make_dialogue,
 )
-from seed_asr.data.corpus.voices import HeldOutVoices, Speaker, VoiceSpace, held_out_voices, voice_spaces
+from seed_asr.corpus.voices import HeldOutVoices, Speaker, VoiceSpace, held_out_voices, voice_spaces
+from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.parallel import default_workers, ordered_map
 from seed_asr.data.shards import SplitWriter, make_record
 
@@ -265,7 +265,7 @@ def build_corpus(
         turns: inclusive (low, high) utterances per dialogue.
         num_distractors: inclusive (low, high) absent entities added to each utterance's keywords.
         invented_names: probability that an entity or distractor is invented (a name from a space of
-            millions, :mod:`seed_asr.data.corpus.names`) rather than taken from the word lists.
+            millions, :mod:`seed_asr.corpus.names`) rather than taken from the word lists.
         noise_snr_db: additive noise at this SNR; None for clean speech.
         noise_color: "white" or "pink".
         shard_size: samples per shard.

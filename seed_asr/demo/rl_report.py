@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from seed_asr.metrics.targets import verdict
+from seed_asr.demo.targets import verdict
 
 METRICS = ("wer", "b_wer", "u_wer", "keyword_recall")
 RL_GAIN_TARGET = -0.05  # RL lowers WER and B-WER by at least 5% relative

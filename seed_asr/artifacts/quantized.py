@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from decoupleq.checkpoint import save_quantized
-from seed_asr.lit.tokenizers import tokenizer_to_files
+from seed_asr.artifacts.serialization import tokenizer_to_files
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 
 WEIGHTS = "model.safetensors"

@@ -10,10 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from decoupleq.checkpoint import load_quantized
+from seed_asr.artifacts.builders import build_speech_llm
+from seed_asr.artifacts.quantized import WEIGHTS, is_quantized_dir, read_meta
+from seed_asr.artifacts.serialization import cmvn_from_dict, tokenizer_from_files
 from seed_asr.data.features import Fbank, FeatureExtractor
-from seed_asr.lit.builders import build_speech_llm
-from seed_asr.lit.tokenizers import cmvn_from_dict, tokenizer_from_files
-from seed_asr.quant.storage import WEIGHTS, is_quantized_dir, read_meta
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint, resolve_checkpoint
 
 
@@ -36,7 +36,7 @@ def load_speech_llm(
     Args:
         ckpt: Lightning checkpoint file, DeepSpeed checkpoint folder, ``seed-asr export`` folder, a
             run folder, or a quantized folder written by
-            ``seed_asr.quant.storage.save_quantized_speech_llm`` (``QuantLinear`` layers).
+            ``seed_asr.artifacts.quantized.save_quantized_speech_llm`` (``QuantLinear`` layers).
         device: where to put the model and the feature extractor.
         backend: forward backend of quantized layers ("auto": Triton on GPUs, torch otherwise).
         checkpoint: which checkpoint of a run folder: ``"last"`` or ``"best"``.

@@ -18,7 +18,7 @@ from typing import Literal
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from seed_asr.data.prompts import PROMPT_MARKERS
+from seed_asr.text.prompts import PROMPT_MARKERS
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"

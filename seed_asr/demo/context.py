@@ -16,38 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from omegaconf import DictConfig, open_dict
-
+from seed_asr.config import compose_config
+from seed_asr.demo.targets import verdict
 from seed_asr.eval import evaluate
-from seed_asr.metrics.targets import verdict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 KEYWORD_RECALL_GAIN_TARGET = 0.15
 IRRELEVANT_WER_TARGET = 0.05
 METRICS = ("wer", "b_wer", "u_wer", "keyword_recall", "hallucinated_keywords", "num_utts")
 #: The cells `summarize` reads: the targets and the hallucinations of joint vs plain beam search.
 TARGET_CELLS = ("sft/relevant/beam", "context_sft/none/beam", "context_sft/relevant/beam",
                 "context_sft/irrelevant/beam", "context_sft/irrelevant/joint")
-
-
-def eval_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """The ``seed-asr eval`` config with `overrides`, writing into `output_dir`.
-
-    Works inside another Hydra app (the demo): Hydra's global state is set aside while composing.
-    """
-    backup = get_gh_backup()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="eval"):
-            cfg = compose(config_name="eval", overrides=list(overrides))
-    finally:
-        restore_gh_from_backup(backup)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def measurement_cells(
@@ -128,7 +106,7 @@ def measure_context(
         cell_dir = out / name.replace("/", "_")
         results = cell_dir / "results.json"
         if not results.exists():
-            cfg = eval_config(
+            cfg = compose_config("eval",
                 [
                     f"ckpt={ckpts[model]}",
                     f"paths.corpus_dir={corpus_dir}",

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seed_asr.corpus.noise import add_noise
+from seed_asr.corpus.synth import get_engine, synthesize
+from seed_asr.corpus.voices import Speaker
 from seed_asr.data.audio import encode_flac
-from seed_asr.data.corpus.noise import add_noise
-from seed_asr.data.corpus.synth import get_engine, synthesize
-from seed_asr.data.corpus.voices import Speaker
 
 
 @dataclass(frozen=True)

@@ -14,35 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
-
+from seed_asr.artifacts.quantized import read_report
+from seed_asr.config import compose_config
+from seed_asr.demo.runs import run_logged
+from seed_asr.demo.targets import verdict
 from seed_asr.eval import evaluate
-from seed_asr.metrics.targets import verdict
-from seed_asr.quant.storage import read_report
 from seed_asr.quantize import quantize
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 SETTINGS = ("w4g64", "w3g64", "w2g64", "w2_per_channel")
 # (label, method, block-wise refinement)
 METHODS = (("rtn", "rtn", False), ("gptq", "gptq", False), ("decoupleq", "decoupleq", False),
            ("decoupleq+bw", "decoupleq", True))
 
 
-def _compose(name: str, overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=list(overrides))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def _eval(ckpt: Path, out: Path, corpus_dir: Path, overrides: Sequence[str]) -> dict[str, Any]:
     results = out / "results.json"
     if not results.exists():
-        evaluate(_compose("eval", [f"ckpt={ckpt}", f"paths.corpus_dir={corpus_dir}", *overrides], out))
+        evaluate(compose_config("eval", [f"ckpt={ckpt}", f"paths.corpus_dir={corpus_dir}", *overrides], out))
     return json.loads(results.read_text())["metrics"]
 
 
@@ -87,7 +75,6 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
         {"fp": metrics, "runs": [one row per (setting, method): wer, cer, bytes, ratio_vs_fp16,
         seconds, mean_error, ...]}.
     """
-    from seed_asr.demo import run_logged  # the demo's subprocess runner (imported late: demo imports us)
 
     rows_of = check_methods(methods, sft_settings)
     out, corpus = Path(out_dir).resolve(), Path(corpus_dir).resolve()
@@ -99,7 +86,7 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
             if not (folder / "quant_report.json").exists():
                 overrides = [f"ckpt={ckpt}", f"paths.corpus_dir={corpus}", f"quant={setting}",
                              f"method={method}", f"blockwise={str(blockwise).lower()}", *quant_overrides]
-                quantize(_compose("quantize", overrides, folder))
+                quantize(compose_config("quantize", overrides, folder))
             metrics = _eval(folder, out / f"eval_{setting}_{label}", corpus, eval_overrides)
             rows.append(_row(setting, label, folder, metrics))
         if setting in sft_settings:

@@ -7,8 +7,8 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from seed_asr.corpus.build import build_corpus
 from seed_asr.data.cmvn import write_split_cmvn
-from seed_asr.data.corpus.build import build_corpus
 
 log = logging.getLogger(__name__)
 

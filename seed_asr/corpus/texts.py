@@ -4,7 +4,7 @@ Templates (``templates_<lang>.txt``) and common vocabulary (``slots_<lang>.txt``
 an INI-like layout: a ``[section]`` line, then one entry per line. A ``{slot}`` is filled from, in
 order: the entity pools (proper nouns from the word lists or invented, :mod:`.names`, kept for the
 whole dialogue so later turns can refer back to them), the number slots of
-:mod:`seed_asr.data.corpus.numbers`, or the vocabulary slots (whose values may contain slots themselves).
+:mod:`seed_asr.corpus.numbers`, or the vocabulary slots (whose values may contain slots themselves).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from seed_asr.data.corpus.names import InventedNames, english_inventions, mandarin_names, mandarin_places
-from seed_asr.data.corpus.numbers import NUMBER_SLOTS
+from seed_asr.corpus.names import InventedNames, english_inventions, mandarin_names, mandarin_places
+from seed_asr.corpus.numbers import NUMBER_SLOTS
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 DOMAINS: tuple[str, ...] = ("commands", "numbers", "contacts", "sentences")

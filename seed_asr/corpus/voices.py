@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from seed_asr.data.corpus.synth import Espeak
+from seed_asr.corpus.synth import Espeak
 
 
 @dataclass(frozen=True)

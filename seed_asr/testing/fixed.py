@@ -23,7 +23,7 @@ from seed_asr.data.datamodule import SpeechDataModule
 from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN
 from seed_asr.data.pipeline import Collator, Utterance
 from seed_asr.data.records import iter_records
-from seed_asr.data.synthetic import synthetic_wave
+from seed_asr.testing.synthetic import synthetic_wave
 
 NUM_MELS = 80
 

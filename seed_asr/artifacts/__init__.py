@@ -1,0 +1,1 @@
+"""Trained models as files: saving and loading checkpoints, tokenizers, CMVN and quantized folders."""

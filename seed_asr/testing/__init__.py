@@ -1,0 +1,1 @@
+"""Support for tests and benchmarks: synthetic shards, fixed distributed batches, local process groups."""
