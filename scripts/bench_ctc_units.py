@@ -90,7 +90,7 @@ def main() -> None:
             f"experiment={args.experiment}", "stage=sft", f"paths.corpus_dir={args.corpus.resolve()}",
             f"paths.output_dir={out}", "data.num_workers=1",
         ])
-        tokenizer = resolve_tokenizer(cfg)
+        tokenizer = resolve_tokenizer(cfg.stage, cfg.model.tokenizer, cfg.data.train_shards)
         batches = read_batches(cfg, args.steps)
         seconds = sum(float(b["audio_lens"].sum()) for b in batches) / 16000
         print(f"{args.steps} steps of {seconds / args.steps:.1f} audio s, lr {args.lr}, warmup {args.warmup}")

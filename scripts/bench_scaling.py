@@ -29,9 +29,9 @@ import lightning as L
 import torch
 
 from seed_asr.config import compose_config
+from seed_asr.testing.launch import run_local_group
 from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import build
-from seed_asr.testing.launch import run_local_group
 
 # Lightning's table lacks a plain "NVIDIA H200" (its H200 entries need "sxm1"/"nvl1" in the name)
 PEAK_BF16_BY_NAME = {"h200": 989.4e12, "h100": 989.4e12}

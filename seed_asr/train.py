@@ -8,9 +8,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seed_asr.lit.stage_module import StageModule
+from seed_asr.lit.tokenizers import resolve_tokenizer
 from seed_asr.utils.checkpoints import run_checkpoint
 from seed_asr.utils.precision import auto_precision
 from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
@@ -36,6 +38,21 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     return None
 
 
+def build_module(cfg: DictConfig) -> StageModule:
+    """The stage's LightningModule (``stage.module``), given what it needs rather than the whole config:
+    the stage's options, the model config, the seed, the decoding settings, the tokenizer (resolved
+    here when the module uses one) and the resolved run config (the checkpoints' record)."""
+    options = dict(cfg.stage.module)
+    module_class = get_class(options.pop("_target_"))
+    tokenizer = None
+    if module_class.uses_tokenizer:
+        tokenizer = resolve_tokenizer(cfg.stage, cfg.model.tokenizer, cfg.data.train_shards)
+    return module_class(
+        stage=cfg.stage, model=cfg.model, seed=cfg.seed, decoding=cfg.get("decoding"), tokenizer=tokenizer,
+        run_config=OmegaConf.to_container(cfg, resolve=True), **options,
+    )
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate the data module, the LightningModule, loggers, callbacks and the trainer.
 
@@ -48,7 +65,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.trainer.precision = precision
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.stage.module, cfg=cfg, _recursive_=False)
+    module = build_module(cfg)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     loggers = _instantiate_dict(cfg.get("logger"))
     strategy = instantiate(cfg.strategy) if cfg.get("strategy") and "_target_" in cfg.strategy else "auto"

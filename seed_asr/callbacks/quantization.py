@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seed_asr.artifacts.builders import build_speech_llm
 from seed_asr.artifacts.loading import load_speech_llm
@@ -66,7 +66,7 @@ class DecoupleQCallback(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Check the module and the layer widths against the quant config before the first step."""
-        for attr in ("model", "decoding", "tokenizer", "cfg"):
+        for attr in ("model", "decoding", "tokenizer", "model_cfg"):
             if getattr(pl_module, attr, None) is None:
                 raise TypeError(f"DecoupleQCallback needs an ASR stage module (with .{attr}); "
                                 f"got {type(pl_module).__name__}")
@@ -108,14 +108,14 @@ class DecoupleQCallback(Callback):
 
     def _quantize_and_save(self, pl_module: L.LightningModule, datamodule: Any,
                            state: dict[str, torch.Tensor], out_dir: Path, device: torch.device) -> None:
-        model = build_speech_llm(pl_module.cfg.model, pl_module.tokenizer)
+        model = build_speech_llm(pl_module.model_cfg, pl_module.tokenizer)
         model.load_state_dict(state)
         model.to(device)
         batches = calibration_batches(datamodule.train_dataloader(), datamodule.features,
                                       self.spec.calib_batches, device)
-        cfg = OmegaConf.to_container(pl_module.cfg, resolve=True)
-        quantize_to_folder(model, batches, self.spec, out_dir, cfg, cmvn_to_dict(datamodule.features.cmvn),
-                           device, self.backend, step=pl_module.global_step)
+        quantize_to_folder(model, batches, self.spec, out_dir, pl_module.run_config,
+                           cmvn_to_dict(datamodule.features.cmvn), device, self.backend,
+                           step=pl_module.global_step)
 
     def _report_metrics(self, report: dict[str, Any]) -> dict[str, float]:
         q = f"quant_{self.spec.name}"

@@ -13,26 +13,26 @@ from seed_asr.artifacts.builders import build_speech_llm
 from seed_asr.decoding.evaluation import TranscriptCollector
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.lit.stage_module import StageModule
-from seed_asr.lit.tokenizers import resolve_tokenizer
 from seed_asr.lit.validation import with_other_audio
 
 
 class ASRModule(StageModule):
     """Training step: ``SpeechLLM(batch) -> loss``; validation: loss + decoding + WER.
 
-    Stage options (``cfg.stage``): ``context_mix`` (`StageModule.training_contexts`),
-    ``val_use_context``; decoding options come from ``cfg.decoding``.
+    Stage options: ``context_mix`` (`StageModule.training_contexts`), ``val_use_context``; validation
+    decodes with ``decoding``.
     """
 
+    uses_tokenizer = True
+
     def build_model(self) -> nn.Module:
-        self.tokenizer = resolve_tokenizer(self.cfg)
         self.init_step_options()
-        return build_speech_llm(self.cfg.model, self.tokenizer)
+        return build_speech_llm(self.model_cfg, self.tokenizer)
 
     def init_step_options(self) -> None:
         """Validation's decoding settings and transcript collector."""
-        use_context = bool(self.cfg.stage.get("val_use_context"))
-        self.decoding = DecodingConfig(**self.cfg.decoding, use_context=use_context)
+        use_context = bool(self.stage.get("val_use_context"))
+        self.decoding = DecodingConfig(**(self.decoding_cfg or {}), use_context=use_context)
         self.collector = TranscriptCollector()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

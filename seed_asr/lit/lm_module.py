@@ -19,7 +19,6 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from seed_asr.lit.stage_module import StageModule
-from seed_asr.lit.tokenizers import resolve_tokenizer
 
 
 class LMModule(StageModule):
@@ -32,14 +31,15 @@ class LMModule(StageModule):
     rank's included): the gaps are what the context is worth to the LLM.
     """
 
+    uses_tokenizer = True
+
     def build_model(self) -> nn.Module:
-        self.tokenizer = resolve_tokenizer(self.cfg)
-        prompt = instantiate(self.cfg.model.prompt) if self.context_mix else None
+        prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:
             self.name_losses = nn.ModuleDict({"own": MeanMetric(), "none": MeanMetric()})
-        llm = instantiate(self.cfg.model.llm)(tokenizer=self.tokenizer)
-        if self.cfg.model.get("llm_gradient_checkpointing"):
+        llm = instantiate(self.model_cfg.llm)(tokenizer=self.tokenizer)
+        if self.model_cfg.get("llm_gradient_checkpointing"):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return nn.ModuleDict({"llm": llm})
 

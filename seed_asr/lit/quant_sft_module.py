@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 class QuantSFTModule(ASRModule):
     """ASR training step on a quantized model whose only trainable parameters are its float parts.
 
-    Stage options (``cfg.stage``): ``quantized`` (a quantized folder), ``train_norms``, ``train_biases``,
-    and those of ``ASRModule``. The model config comes from the quantized folder, not ``cfg.model``.
+    Stage options: ``quantized`` (a quantized folder), ``train_norms``, ``train_biases``, and those of
+    ``ASRModule``. The model config and the tokenizer come from the quantized folder, not ``model``.
     """
 
+    uses_tokenizer = False
+
     def build_model(self) -> nn.Module:
-        stage = self.cfg.stage
+        stage = self.stage
         loaded = load_speech_llm(stage.quantized, backend=stage.get("backend", "auto"))
         self.source = read_meta(stage.quantized)
         model = loaded.model.float().train()
@@ -48,7 +50,7 @@ class QuantSFTModule(ASRModule):
         if not self.trainer.is_global_zero:
             return
         out = Path(self.trainer.default_root_dir) / "quantized"
-        sft = {"steps": self.global_step, "from": str(self.cfg.stage.quantized)}
+        sft = {"steps": self.global_step, "from": str(self.stage.quantized)}
         quant = {**self.source["quant"], "sft": sft}
         save_quantized_speech_llm(
             self.model,

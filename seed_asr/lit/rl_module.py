@@ -26,7 +26,7 @@ from seed_asr.losses.mwer import expected_risk, mwer_loss, nbest_risks, pad_nbes
 
 @dataclass(frozen=True)
 class MWERConfig:
-    """Options of the RL stage (``cfg.stage.rl``).
+    """Options of the RL stage (``stage.rl``).
 
     Args:
         nbest: hypotheses per utterance, N.
@@ -147,18 +147,18 @@ def mwer_step(
 class RLModule(ASRModule):
     """Training step: ``mwer_step``; validation as ``ASRModule`` (decoding + WER).
 
-    Stage options (``cfg.stage``): ``rl`` (an ``MWERConfig``), ``use_context`` (N-best lists and
+    Stage options: ``rl`` (an ``MWERConfig``), ``use_context`` (N-best lists and
     scores conditioned on each utterance's own context: true after context SFT).
     """
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
-        self.mwer = MWERConfig(**self.cfg.stage.rl)
+        self.mwer = MWERConfig(**self.stage.rl)
         return model
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # beam search keeps the validation decoding's length penalty and repetition guard
-        use_context = bool(self.cfg.stage.get("use_context"))
+        use_context = bool(self.stage.get("use_context"))
         out = mwer_step(self.model, batch, self.mwer, self.decoding, use_context=use_context)
         n = len(batch["texts"])
         for key, value in out.items():

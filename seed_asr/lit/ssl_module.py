@@ -27,14 +27,14 @@ class SSLModule(StageModule):
     speech LLM's ``encoder.`` by name."""
 
     def build_model(self) -> nn.Module:
-        stage = self.cfg.stage
-        encoder = instantiate(self.cfg.model.encoder)
+        stage = self.stage
+        encoder = instantiate(self.model_cfg.encoder)
         self.mask_cfg = MaskConfig(**stage.mask)
         if stage.get("kmeans"):
             targets, classes = self._kmeans_targets(), stage.kmeans.num_clusters
         else:
             targets = RandomProjectionQuantizer(
-                input_dim=self.cfg.model.encoder.input_dim,
+                input_dim=self.model_cfg.encoder.input_dim,
                 stack=encoder.subsampling,
                 output_lengths=encoder.output_lengths,
                 **stage.quantizer,
@@ -45,9 +45,9 @@ class SSLModule(StageModule):
 
     def _kmeans_targets(self) -> KMeansTarget:
         """Round-2 targets: the previous encoder (frozen) + k-means fitted on its ``layer`` output."""
-        stage = self.cfg.stage
+        stage = self.stage
         km = stage.kmeans
-        previous = instantiate(self.cfg.model.encoder)
+        previous = instantiate(self.model_cfg.encoder)
         holder = nn.ModuleDict({"encoder": previous})
         init_from_checkpoint(holder, km.encoder_from, ["^encoder\\."], checkpoint=stage.init_checkpoint)
         tokenizer = KMeansTokenizer(km.num_clusters, previous.d_model)
@@ -55,7 +55,7 @@ class SSLModule(StageModule):
             dm = self.trainer.datamodule
             batches = (dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader())
             feats = collect_features(previous, batches, km.layer, km.max_frames)
-            gen = torch.Generator().manual_seed(int(self.cfg.seed))
+            gen = torch.Generator().manual_seed(int(self.seed))
             result = fit_kmeans(feats, km.num_clusters, max_iters=km.max_iters, generator=gen)
             tokenizer.set_centroids(result.centroids)
             log.info(
@@ -70,7 +70,7 @@ class SSLModule(StageModule):
     def _step(self, batch: dict, split: str) -> torch.Tensor:
         gen = None
         if split == "val":  # the same masks every validation run
-            gen = torch.Generator(device=batch["feats"].device).manual_seed(int(self.cfg.seed))
+            gen = torch.Generator(device=batch["feats"].device).manual_seed(int(self.seed))
         m = self.model
         out = ssl_step(m["encoder"], m["head"], m["targets"], batch, self.mask_cfg, gen)
         n = len(batch["feat_lens"])

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from seed_asr.artifacts.serialization import cmvn_to_dict, tokenizer_to_files
 from seed_asr.data.contexts import check_fractions, mix_contexts
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 class StageModule(L.LightningModule):
     """Base LightningModule of a stage; subclasses implement ``build_model`` and the steps.
 
-    Stage options read from ``cfg.stage``: ``init_from`` (checkpoint path, or a list of
+    It receives what it needs (the entry point, `seed_asr.train.build_module`, resolves it):
+    ``stage`` (the stage's options), ``model`` (the model config), ``seed``, ``decoding`` (validation
+    decoding settings), ``tokenizer`` (resolved when the class ``uses_tokenizer``) and ``run_config``
+    (the run's whole resolved config, stored as the checkpoints' ``hyper_parameters.cfg`` record).
+
+    Stage options: ``init_from`` (checkpoint path, or a list of
     ``{path, include, checkpoint}`` entries), ``init_checkpoint`` (``last`` or ``best``: the checkpoint
     of a run folder in ``init_from`` unless the entry names one), ``freeze`` (regexes over ``self.model``
     parameter names),
@@ -32,22 +38,34 @@ class StageModule(L.LightningModule):
     samples whose prompt carries that context; `seed_asr.data.contexts`; null or absent: no context).
     """
 
-    def __init__(self, cfg: DictConfig) -> None:
+    uses_tokenizer: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        stage: DictConfig,
+        model: DictConfig,
+        seed: int = 0,
+        decoding: DictConfig | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.stage, self.model_cfg, self.seed, self.decoding_cfg = stage, model, seed, decoding
+        self.tokenizer = tokenizer
         # plain containers only, so checkpoints load with weights_only=True
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        self.run_config = dict(run_config or {})
+        self.save_hyperparameters({"cfg": self.run_config})
         self.model: nn.Module | None = None
         self.param_counts: dict[str, int] = {}
-        mix = cfg.stage.get("context_mix")
+        mix = stage.get("context_mix")
         self.context_mix = check_fractions(mix) if mix else None
 
     def training_contexts(self, metas: Sequence[Mapping[str, Any]], batch_idx: int) -> list[Any] | None:
         """The prompt contexts of a training batch under ``context_mix`` (None: no context at all),
-        drawn per sample, deterministic from ``cfg.seed``, the rank, the epoch and the batch."""
+        drawn per sample, deterministic from ``seed``, the rank, the epoch and the batch."""
         if self.context_mix is None:
             return None
-        rng = random.Random(f"{self.cfg.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
+        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
         return mix_contexts(metas, self.context_mix, rng)
 
     def build_model(self) -> nn.Module:
@@ -58,7 +76,7 @@ class StageModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = self.build_model()
-        stage = self.cfg.stage
+        stage = self.stage
         for source in init_sources(stage):
             init_from_checkpoint(
                 self.model, source["path"], source.get("include", [".*"]), checkpoint=source["checkpoint"]
@@ -91,9 +109,9 @@ class StageModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError(f"stage {self.cfg.stage.name}: every parameter is frozen, nothing to train")
-        optimizer = instantiate(self.cfg.stage.optimizer)(params)
-        if not self.cfg.stage.get("scheduler"):
+            raise ValueError(f"stage {self.stage.name}: every parameter is frozen, nothing to train")
+        optimizer = instantiate(self.stage.optimizer)(params)
+        if not self.stage.get("scheduler"):
             return optimizer
-        scheduler = instantiate(self.cfg.stage.scheduler)(optimizer)
+        scheduler = instantiate(self.stage.scheduler)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -10,6 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from seed_asr.train import build_module
+
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -29,6 +31,6 @@ def build(stage: str, corpus: Path, tmp_path: Path, stage_overrides: dict | None
     batch = next(iter(datamodule.train_dataloader()))
     if hasattr(datamodule, "on_after_batch_transfer"):
         batch = datamodule.on_after_batch_transfer(batch, 0)
-    module = instantiate(cfg.stage.module, cfg=cfg, _recursive_=False)
+    module = build_module(cfg)
     module.configure_model()
     return module, batch

@@ -12,12 +12,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from seed_asr.config import compose_config
 from seed_asr.eval import evaluate
 from seed_asr.testing.synthetic import write_synthetic_shards
-from seed_asr.train import train
+from seed_asr.train import build_module, train
 from seed_asr.utils.checkpoints import load_state_from_checkpoint, run_checkpoint
 
 SCORE = "val/scripted"
@@ -151,7 +150,7 @@ def test_init_from_takes_the_configured_checkpoint(
          *(o.replace("RUN", str(run)) for o in overrides)],
         tmp_path,
     )
-    module = instantiate(cfg.stage.module, cfg=cfg, _recursive_=False)
+    module = build_module(cfg)
     module.configure_model()
     source = load_state_from_checkpoint(run_checkpoint(run, expected))["state_dict"]
     for name, tensor in module.state_dict().items():

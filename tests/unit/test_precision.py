@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seed_asr.config import compose_config
+from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import build
 from seed_asr.utils import precision
 
@@ -61,6 +62,7 @@ def test_build_resolves_auto_before_the_trainer(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(precision, "read_cpuinfo", lambda: {"flags": "fpu avx512_bf16"})
+    write_synthetic_shards(tmp_path / "train", 1, 2, 0.5, 1.0, seed=0)  # the tokenizer's transcripts
     overrides = ["debug=tiny", "trainer.precision=auto", f"paths.corpus_dir={tmp_path}"]
     cfg = compose_config("train", overrides, tmp_path)
     with caplog.at_level(logging.INFO, logger="seed_asr.train"):
