@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
 from seed_asr.lit.stage_module import StageModule
+from seed_asr.losses.cross_entropy import IGNORE_INDEX, next_token_nll
 
 
 class LMModule(StageModule):
@@ -63,7 +63,7 @@ class LMModule(StageModule):
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         for i, (ids, unscored) in enumerate(rows):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             mask[i, : len(ids)] = 1
@@ -77,10 +77,8 @@ class LMModule(StageModule):
         """Negative log-likelihood of each next token [B, T-1] and whether it is scored [B, T-1]."""
         encoded = self._encode(texts, contexts)
         llm = self.model["llm"]
-        logits = llm(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits[:, :-1]
-        labels = encoded["labels"][:, 1:]
-        nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        return nll, labels != -100
+        logits = llm(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        return next_token_nll(logits, encoded["labels"])
 
     def _loss(self, texts: Sequence[str], contexts: Sequence[Any]) -> torch.Tensor:
         nll, scored = self._token_nll(texts, contexts)

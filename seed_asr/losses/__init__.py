@@ -1,1 +1,2 @@
-"""Sequence-level training objectives (pure tensor functions)."""
+"""Training objectives as pure tensor functions: cross-entropy (SSL masked prediction, next
+token), CTC and MWER."""

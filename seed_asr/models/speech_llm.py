@@ -7,17 +7,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from seed_asr.losses.cross_entropy import IGNORE_INDEX
+from seed_asr.losses.ctc import ctc_loss
 from seed_asr.models.converter import Converter
 from seed_asr.models.encoder import EncoderOutput, padding_mask
 from seed_asr.text import phonemes
 from seed_asr.text.prompts import PromptBuilder, PromptIds
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -307,15 +306,7 @@ class SpeechLLM(nn.Module):
             enc: the encoder output (B, T', D).
             targets: B label sequences (`ctc_targets`).
         """
-        log_probs = self.ctc_head(enc.hidden).float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
-        return F.ctc_loss(
-            log_probs,
-            torch.tensor([i for t in targets for i in t], dtype=torch.long, device=log_probs.device),
-            enc.lens,
-            torch.tensor([len(t) for t in targets], dtype=torch.long, device=log_probs.device),
-            blank=self.ctc_blank,
-            zero_infinity=True,
-        )
+        return ctc_loss(self.ctc_head(enc.hidden), enc.lens, targets, self.ctc_blank)
 
     def prefix(
         self,

@@ -1,4 +1,4 @@
-"""Masked-prediction pre-training of the encoder (LUISE, BEST-RQ style): head, loss and one step.
+"""Masked-prediction pre-training of the encoder (LUISE, BEST-RQ style): head and one step.
 
 The step: label frames from the unmasked input (``ssl_targets``), mask input spans with noise
 (``masking``), run the encoder, and score its predictions on the masked frames only.
@@ -6,15 +6,14 @@ The step: label frames from the unmasked input (``ssl_targets``), mask input spa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seed_asr.losses.cross_entropy import masked_prediction_loss
 from seed_asr.models.masking import apply_input_mask, span_mask
-from seed_asr.models.ssl_targets import IGNORE_INDEX
 
 
 class SSLHead(nn.Module):
@@ -29,41 +28,6 @@ class SSLHead(nn.Module):
         """Args: hidden: (B, T', D). Returns: logits (B, T', C), or a list of them for several codebooks."""
         logits = [proj(hidden) for proj in self.proj]
         return logits[0] if len(logits) == 1 else logits
-
-
-def masked_prediction_loss(
-    logits: Tensor | Sequence[Tensor], labels: Tensor, mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Cross-entropy and accuracy over masked frames, averaged over codebooks.
-
-    Args:
-        logits: (B, T', C), or a sequence of N such tensors (one per codebook).
-        labels: (B, T') int64, or (B, T', N) for N codebooks; IGNORE_INDEX frames never count.
-        mask: (B, T') bool, True where the input was masked.
-
-    Returns:
-        ``(loss, accuracy)`` scalars. With no masked frame the loss is a zero that keeps the graph and
-        the accuracy is 0.
-    """
-    per_codebook = [logits] if isinstance(logits, Tensor) else list(logits)
-    if labels.dim() == 2:
-        labels = labels.unsqueeze(-1)
-    if labels.shape[-1] != len(per_codebook) or labels.shape[:2] != mask.shape:
-        raise ValueError(
-            f"labels {tuple(labels.shape)} do not match {len(per_codebook)} codebook(s) of logits "
-            f"{tuple(per_codebook[0].shape)} and mask {tuple(mask.shape)}"
-        )
-    losses, accs = [], []
-    for n, lg in enumerate(per_codebook):
-        if lg.shape[:2] != mask.shape:
-            raise ValueError(f"logits {tuple(lg.shape)} do not match mask {tuple(mask.shape)}")
-        target = labels[..., n]
-        selected = mask & (target != IGNORE_INDEX)
-        count = selected.sum().clamp_min(1)
-        lg_sel, tgt_sel = lg[selected], target[selected]
-        losses.append(F.cross_entropy(lg_sel.float(), tgt_sel, reduction="sum") / count)
-        accs.append((lg_sel.argmax(-1) == tgt_sel).sum() / count)
-    return torch.stack(losses).mean(), torch.stack(accs).mean()
 
 
 @dataclass(frozen=True)

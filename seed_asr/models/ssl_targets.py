@@ -20,11 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seed_asr.losses.cross_entropy import IGNORE_INDEX
 from seed_asr.models.kmeans import KMeansTokenizer, nearest_centroid
 from seed_asr.models.masking import fit_length, sample_device
-
-IGNORE_INDEX = -100
-"""Label of padded frames; ``torch.nn.functional.cross_entropy`` ignores it by default."""
 
 
 def fill_padding(labels: Tensor, lens: Tensor) -> Tensor:

@@ -4,8 +4,9 @@ import pytest
 import torch
 from ssl_fixtures import one_thread, tiny_conformer
 
+from seed_asr.losses.cross_entropy import IGNORE_INDEX
 from seed_asr.models.kmeans import KMeansTokenizer, fit_kmeans, kmeans_plusplus, nearest_centroid
-from seed_asr.models.ssl_targets import IGNORE_INDEX, KMeansTarget, collect_features
+from seed_asr.models.ssl_targets import KMeansTarget, collect_features
 
 
 def blobs(centres: torch.Tensor, per_cluster: int, std: float, seed: int) -> tuple[torch.Tensor, ...]:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from seed_asr.models.ssl import SSLHead, masked_prediction_loss
-from seed_asr.models.ssl_targets import IGNORE_INDEX
+from seed_asr.losses.cross_entropy import IGNORE_INDEX, masked_prediction_loss
+from seed_asr.models.ssl import SSLHead
 
 
 def test_hand_computed_loss_and_accuracy_on_masked_frames_only():
