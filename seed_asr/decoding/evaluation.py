@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
-from torch import nn
 
 from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.features import FeatureExtractor
+from seed_asr.decoding.model import SpeechLM
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.metrics.wer import WERAccumulator
 
@@ -85,7 +85,7 @@ class TranscriptCollector:
 
 @torch.no_grad()
 def decode_and_score(
-    model: nn.Module,
+    model: SpeechLM,
     loader: Iterable[Mapping[str, Any]],
     features: FeatureExtractor,
     decoding: DecodingConfig,

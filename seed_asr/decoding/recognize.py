@@ -11,6 +11,7 @@ import torch
 from seed_asr.decoding.beam import Hypothesis, beam_search, beam_search_with_scorer
 from seed_asr.decoding.greedy import greedy_decode
 from seed_asr.decoding.joint import JointConfig, JointScorer
+from seed_asr.decoding.model import SpeechLM
 from seed_asr.decoding.repetition import RepetitionGuard
 from seed_asr.decoding.scorer import CausalLMScorer
 
@@ -52,7 +53,7 @@ class DecodingConfig:
 
 
 def _joint_beam(
-    model, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None, guard
+    model: SpeechLM, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None, guard
 ) -> list[list[Hypothesis]]:
     """Beam search on `JointScorer` over the context-aware and context-free prefixes of one encoding."""
     audio_embeds, audio_lens, _ = model.encode_audio(batch["feats"], batch["feat_lens"])
@@ -75,13 +76,12 @@ def _joint_beam(
 
 @torch.no_grad()
 def recognize(
-    model, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None = None
+    model: SpeechLM, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None = None
 ) -> list[list[Hypothesis]]:
     """N-best hypotheses (best first) of every utterance of a batch.
 
     Args:
-        model: a ``SpeechLLM`` (``encode_audio``, ``prefix``, ``decoding_prefix``, ``base_llm``,
-            ``tokenizer``, ``prompt``).
+        model: the speech LM (`seed_asr.decoding.model.SpeechLM`).
         batch: ``feats`` (B, T, 80), ``feat_lens`` (B,), ``metas`` (contexts).
         cfg: decoding settings.
         contexts: B explicit prompt contexts (None each for none); override ``cfg.use_context``.
@@ -119,7 +119,7 @@ def recognize(
 
 
 def transcripts(
-    model, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None = None
+    model: SpeechLM, batch: Mapping, cfg: DecodingConfig, contexts: Sequence[Mapping | None] | None = None
 ) -> list[str]:
     """The best hypothesis of every utterance as text (contexts as in `recognize`)."""
     return [model.prompt.decode(nbest[0].tokens) for nbest in recognize(model, batch, cfg, contexts)]

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from seed_asr.decoding.beam import Hypothesis
+from seed_asr.decoding.model import SpeechLM
 from seed_asr.decoding.scorer import CausalLMScorer, Scorer, check_max_new_tokens
 
 
@@ -74,7 +75,7 @@ def sample_with_scorer(
 
 @torch.no_grad()
 def sample(
-    model,
+    model: SpeechLM,
     batch: Mapping,
     num_samples: int,
     temperature: float = 1.0,
@@ -84,7 +85,7 @@ def sample(
     """`num_samples` sampled transcripts (token ids) of every utterance of a batch.
 
     Args:
-        model: a ``SpeechLLM`` (``prefix``, ``base_llm``, ``tokenizer``).
+        model: the speech LM (`seed_asr.decoding.model.SpeechLM`).
         batch: ``feats`` (B, T, 80), ``feat_lens`` (B,), ``metas`` (contexts).
         num_samples: sequences per utterance.
         temperature: sampling temperature (> 0).

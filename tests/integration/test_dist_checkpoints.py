@@ -25,11 +25,11 @@ from seed_asr.utils.checkpoints import load_state_from_checkpoint
 
 # a schedule that does not depend on max_steps, so a run stopped early and resumed sees the same lrs
 SCHEDULE = ["stage.scheduler.num_training_steps=8", "stage.scheduler.num_warmup_steps=2"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.set_num_threads(1)
     return str(write_synthetic_shards(tmp_path_factory.mktemp("ckpt") / "corpus", 1, 8, 0.5, 1.0)[0])
 
 

@@ -24,7 +24,7 @@ from seed_asr.quantize import quantize
 from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import build, train
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
-from tests.unit.models_helpers import one_torch_thread, tiny_speech_llm  # noqa: F401
+from tests.unit.models_helpers import tiny_speech_llm  # noqa: F401
 from tests.unit.test_quant_speech_llm import MODEL_CFG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,8 @@ DATA = ["data.cmvn_path=null", "data.max_batch_seconds=10", "data.max_duration=5
 TRAIN = ["trainer=cpu", "trainer.max_steps=2", "data.batches_per_epoch=2", "callbacks.progress_bar=null",
          "+trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", *DATA]
 FAST_QUANT = ["quant.calib_batches=1", "quant.config.max_iter=1", "quant.config.epochs=1"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compose_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 
-import pytest
 import torch
 
 from seed_asr.models.converter import Converter
@@ -24,19 +22,6 @@ CORPUS = [
     "我们明天去北京",
     "turn off the lights in the kitchen",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run each test on one intra-op thread (imported by the test modules, hence autouse there).
-
-    On a shared 2-core machine, two spinning intra-op threads per process made a tiny training step
-    10-50x slower than one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer(kind: str = "char", vocab_size: int = 400):

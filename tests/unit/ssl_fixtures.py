@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import kaldi_native_fbank as knf
 import numpy as np
 import torch
@@ -14,18 +11,6 @@ from torch import Tensor
 from seed_asr.models.encoder import ConformerEncoder
 
 SAMPLE_RATE = 16000
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread: on a loaded 2-core machine two threads spin against other
-    processes and small models run up to 30x slower (measured: 43 s vs 1.4 s for the overfit test)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def tiny_conformer(d_model: int = 32, num_layers: int = 2) -> ConformerEncoder:

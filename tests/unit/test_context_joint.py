@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from models_helpers import make_batch, one_torch_thread, take, tiny_speech_llm, tiny_tokenizer  # noqa: F401
+from models_helpers import make_batch, take, tiny_speech_llm, tiny_tokenizer
 
 from seed_asr.decoding.joint import JointConfig, JointScorer
 from seed_asr.decoding.recognize import DecodingConfig, recognize
@@ -13,6 +13,8 @@ TEXTS = ["call anneliese okonkwo", "今天天气很好", "play some music please
 FRAMES = [90, 37, 61]
 CONTEXTS = [{"history": "set a timer", "keywords": ["berlin", "okonkwo"]}, None, {"keywords": ["music"]}]
 BEAM = DecodingConfig(method="beam", beam_size=3, nbest=3, repetition_max_ngram=0)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build_model(eos_factor: float = 1.0):

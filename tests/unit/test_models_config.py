@@ -4,11 +4,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from models_helpers import make_batch, one_torch_thread, tiny_tokenizer  # noqa: F401
+from models_helpers import make_batch, tiny_tokenizer
 
 from seed_asr.models.speech_llm import SpeechLLM
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compose_model(name: str, *overrides: str):

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from models_helpers import one_torch_thread  # noqa: F401
 
 from seed_asr.models.converter import Converter, splice_frames
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_splice_against_a_hand_built_case():

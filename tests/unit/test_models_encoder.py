@@ -1,10 +1,12 @@
 import pytest
 import torch
-from models_helpers import one_torch_thread, tiny_encoder  # noqa: F401
+from models_helpers import tiny_encoder
 from transformers import WhisperConfig, WhisperModel
 
 from seed_asr.models.encoder import ConformerEncoder
 from seed_asr.models.hf_encoder import HFEncoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_output_lengths_match_the_subsampling_convolutions():

@@ -2,11 +2,13 @@ from functools import partial
 
 import pytest
 import torch
-from models_helpers import make_batch, one_torch_thread, tiny_speech_llm, tiny_tokenizer  # noqa: F401
+from models_helpers import make_batch, tiny_speech_llm, tiny_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from seed_asr.models.llm import build_qwen2, load_causal_lm
 from seed_asr.text.tokenizer import load_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_built_in_qwen2_is_sized_for_the_tokenizer():

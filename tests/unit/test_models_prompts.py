@@ -1,5 +1,5 @@
 import pytest
-from models_helpers import one_torch_thread, tiny_tokenizer  # noqa: F401
+from models_helpers import tiny_tokenizer
 
 from seed_asr.text.prompts import PromptBuilder
 
@@ -8,6 +8,8 @@ CONTEXT = {
     "keywords": ["okonkwo", "anneliese", "berlin"],
     "entities": ["anneliese", "okonkwo"],
 }
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

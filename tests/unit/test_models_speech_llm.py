@@ -2,13 +2,15 @@ from functools import partial
 
 import pytest
 import torch
-from models_helpers import make_batch, one_torch_thread, take, tiny_speech_llm, tiny_tokenizer  # noqa: F401
+from models_helpers import make_batch, take, tiny_speech_llm, tiny_tokenizer
 
+from seed_asr.decoding.model import SpeechLM
 from seed_asr.models.llm import apply_lora
 
 TEXTS = ["call anneliese okonkwo", "今天天气很好", "play some music please"]
 FRAMES = [90, 37, 61]
 CONTEXTS = [{"history": "set a timer", "keywords": ["berlin", "okonkwo"]}, None, {"keywords": ["music"]}]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +156,11 @@ def test_tiny_model_overfits_one_batch():
         opt.step()
         losses.append(out["ce_loss"].item())
     assert losses[-1] < 0.1 * losses[0], losses[::10]
+
+
+def test_the_speech_llm_offers_everything_decoding_drives() -> None:
+    """SpeechLLM implements the decoding Protocol: every attribute and method it names."""
+    model = tiny_speech_llm()
+    wanted = {name for name in dir(SpeechLM) if not name.startswith("_")} | set(SpeechLM.__annotations__)
+    assert sorted(name for name in wanted if not hasattr(model, name)) == []
+    assert {"base_llm", "prefix", "decoding_prefix", "encode_audio", "tokenizer", "prompt"} <= wanted

@@ -1,8 +1,10 @@
 import pytest
-from models_helpers import CORPUS, one_torch_thread, tiny_tokenizer  # noqa: F401
+from models_helpers import CORPUS, tiny_tokenizer
 
 from seed_asr.text.prompts import PROMPT_MARKERS
 from seed_asr.text.tokenizer import load_tokenizer, train_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "char"])

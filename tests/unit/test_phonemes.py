@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from models_helpers import make_batch, tiny_speech_llm  # noqa: F401
+from models_helpers import make_batch, tiny_speech_llm
 
 from seed_asr.text import phonemes
 from seed_asr.text.phonemes import BLANK, NUM_CLASSES, UNKNOWN, phoneme_ids

@@ -15,7 +15,7 @@ from seed_asr.artifacts.serialization import cmvn_to_dict
 from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.speech_llm import block_plan, check_spec, quantize_speech_llm, segment_masks
-from tests.unit.models_helpers import make_batch, one_torch_thread, tiny_speech_llm  # noqa: F401
+from tests.unit.models_helpers import make_batch, tiny_speech_llm
 
 TEXTS = ["call anneliese okonkwo", "play some music please", "今天天气很好"]
 FRAMES = [90, 61, 75]
@@ -31,6 +31,8 @@ MODEL_CFG = {
     "prompt": {"_target_": "seed_asr.text.prompts.PromptBuilder", "_partial_": True,
                "max_context_tokens": 32},
 }
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec(exclude: tuple[str, ...] = (), **config) -> QuantSpec:

@@ -3,12 +3,13 @@
 import pytest
 import torch
 from decoding_helpers import boost_token, left_padded_prefix, sequence_logprobs, tiny_qwen2
-from models_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from seed_asr.decoding import CausalLMScorer, greedy_decode
 from seed_asr.decoding.sampling import sample_with_scorer
 
 EOS = 5
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

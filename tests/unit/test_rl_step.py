@@ -3,7 +3,7 @@ term descends the expected WER."""
 
 import pytest
 import torch
-from models_helpers import make_batch, one_torch_thread, tiny_speech_llm  # noqa: F401
+from models_helpers import make_batch, tiny_speech_llm
 
 from seed_asr.decoding.recognize import DecodingConfig
 from seed_asr.lit.rl_module import MWERConfig, mwer_step, nbest_ids
@@ -12,6 +12,8 @@ from seed_asr.losses.mwer import nbest_risks, pad_nbest
 TEXTS = ["call anna now", "play music", "stop the timer", "lights on"]
 CONTEXTS = [{"history": "hello", "keywords": ["Anna", "Brandvold"], "entities": ["Anna"]}, None, None, None]
 DECODING = DecodingConfig()
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

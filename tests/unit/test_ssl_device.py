@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from ssl_fixtures import one_thread, tiny_conformer
+from ssl_fixtures import tiny_conformer
 
 from seed_asr.models.kmeans import fit_kmeans
 from seed_asr.models.ssl import MaskConfig, SSLHead, ssl_step
 from seed_asr.models.ssl_targets import RandomProjectionQuantizer
+from seed_asr.testing.threads import torch_threads
 
 NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=NO_GPU)]
@@ -33,7 +34,7 @@ def test_ssl_step_under_bf16_autocast_with_a_device_generator(device):
     gen = torch.Generator(device=device).manual_seed(0)
     feats, lens = torch.randn(2, 120, 80, device=device), torch.tensor([120, 77], device=device)
     batch = {"feats": feats, "feat_lens": lens}
-    with one_thread(), torch.autocast(device, dtype=torch.bfloat16):
+    with torch_threads(1), torch.autocast(device, dtype=torch.bfloat16):
         out = ssl_step(encoder, head, q, batch, MaskConfig(mask_prob=0.05, span=5), gen)
     out["loss"].backward()
     assert out["loss"].device.type == device and torch.isfinite(out["loss"])

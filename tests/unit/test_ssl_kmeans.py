@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from ssl_fixtures import one_thread, tiny_conformer
+from ssl_fixtures import tiny_conformer
 
 from seed_asr.losses.cross_entropy import IGNORE_INDEX
 from seed_asr.models.kmeans import KMeansTokenizer, fit_kmeans, kmeans_plusplus, nearest_centroid
 from seed_asr.models.ssl_targets import KMeansTarget, collect_features
+from seed_asr.testing.threads import torch_threads
 
 
 def blobs(centres: torch.Tensor, per_cluster: int, std: float, seed: int) -> tuple[torch.Tensor, ...]:
@@ -83,7 +84,7 @@ def encoder_and_batches():
         {"feats": torch.randn(2, 40, 80, generator=gen), "feat_lens": torch.tensor([40, 23])},
         {"feats": torch.randn(2, 30, 80, generator=gen), "feat_lens": torch.tensor([30, 30])},
     ]
-    with one_thread():
+    with torch_threads(1):
         yield encoder, batches
 
 

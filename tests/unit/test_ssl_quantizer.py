@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from ssl_fixtures import one_thread, speechlike_fbank, tiny_conformer
+from ssl_fixtures import speechlike_fbank, tiny_conformer
 
 from seed_asr.losses.cross_entropy import IGNORE_INDEX
 from seed_asr.models.encoder import ConformerEncoder
 from seed_asr.models.ssl_targets import RandomProjectionQuantizer
+from seed_asr.testing.threads import torch_threads
 
 
 def reference_labels(q: RandomProjectionQuantizer, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -70,7 +71,7 @@ def test_label_frames_equal_encoder_frames_for_many_lengths():
         lens[0] = t if t % 2 else lens[0]  # sometimes the batch is padded past its longest sample
         feats = torch.randn(4, t, 80, generator=gen)
         labels = q(feats, lens)
-        with torch.no_grad(), one_thread():
+        with torch.no_grad(), torch_threads(1):
             out = encoder(feats, lens)
         assert labels.shape == out.hidden.shape[:2], t
         padded = torch.arange(labels.shape[1]) >= out.lens.unsqueeze(1)

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from ssl_fixtures import one_thread, speechlike_fbank, tiny_conformer
+from ssl_fixtures import speechlike_fbank, tiny_conformer
 
 from seed_asr.models.kmeans import KMeansTokenizer
 from seed_asr.models.ssl import MaskConfig, SSLHead, ssl_step
 from seed_asr.models.ssl_targets import KMeansTarget, RandomProjectionQuantizer
+from seed_asr.testing.threads import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_overfits_a_fixed_batch(batch):
     opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-2)
     cfg = MaskConfig(mask_prob=0.05, span=5)
     losses = []
-    with one_thread():
+    with torch_threads(1):
         for _ in range(40):
             # Same seed each step: the same mask and noise, so the batch can be memorised.
             out = ssl_step(encoder, head, quantizer, batch, cfg, torch.Generator().manual_seed(0))
@@ -46,7 +47,7 @@ def test_kmeans_target_round(batch):
     tok.set_centroids(torch.randn(6, 16))
     target = KMeansTarget(previous, tok, layer=1)
     encoder = tiny_conformer(d_model=16)
-    with one_thread():
+    with torch_threads(1):
         out = ssl_step(encoder, SSLHead(16, 6), target, batch, MaskConfig(), torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad and out["mask_frac"] > 0
 
@@ -54,5 +55,5 @@ def test_kmeans_target_round(batch):
 def test_encoder_disagreeing_with_targets_is_reported(batch):
     encoder = tiny_conformer(d_model=16, num_layers=1)
     quantizer = RandomProjectionQuantizer(codebook_size=8)  # default lens // 4, not the encoder's lengths
-    with pytest.raises(ValueError, match="disagree"), one_thread():
+    with pytest.raises(ValueError, match="disagree"), torch_threads(1):
         ssl_step(encoder, SSLHead(16, 8), quantizer, batch, MaskConfig(), torch.Generator().manual_seed(0))

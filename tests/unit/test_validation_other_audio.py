@@ -3,12 +3,15 @@ equal lengths the loss under it equals the true loss exactly when the audio path
 
 from __future__ import annotations
 
+import pytest
 import torch
-from models_helpers import make_batch, one_torch_thread, tiny_speech_llm  # noqa: F401
+from models_helpers import make_batch, tiny_speech_llm
 
 from seed_asr.lit.validation import with_other_audio
 
 TEXTS = ["call anneliese okonkwo", "play some music please", "今天天气很好"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rolls_audio_and_keeps_transcripts() -> None:
