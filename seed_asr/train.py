@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.lit.tokenizers import resolve_tokenizer
-from seed_asr.utils.checkpoints import run_checkpoint
+from seed_asr.utils.checkpoints import resume_checkpoint, run_checkpoint
 from seed_asr.utils.precision import auto_precision
+from seed_asr.utils.run_folder import hold_run_folder
 from seed_asr.utils.run_info import environment_info, keep_wandb_files_in, save_run_files
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,12 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``"last"`` means the run folder's ``checkpoints/last.ckpt`` when it exists (else a fresh start);
-    a DeepSpeed folder left as ``last.ckpt.old`` by a kill during its replacement counts too."""
+    """``"last"`` means the run folder's checkpoint to resume (`seed_asr.utils.checkpoints.resume_checkpoint`:
+    ``checkpoints/last.ckpt``, else the newest readable one, else None: a fresh start); others as given."""
     if ckpt_path != "last":
         return ckpt_path
-    last = run_checkpoint(output_dir, "last")
-    if last.exists():
-        return str(last)
-    log.info("ckpt_path=last but %s does not exist: starting from scratch", last)
-    return None
+    found = resume_checkpoint(output_dir)
+    return None if found is None else str(found)
 
 
 def build_module(cfg: DictConfig) -> StageModule:
@@ -74,32 +73,32 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Run ``fit`` (and ``test`` when ``cfg.test`` is true) for one stage.
+    """Run ``fit`` (and ``test`` when ``cfg.test`` is true) for one stage, holding its run folder.
 
     Returns:
         (metrics, objects): the trainer's final metrics as floats, and the built objects.
+
+    Raises:
+        RunFolderInUse: another live run holds ``cfg.paths.output_dir``.
     """
     L.seed_everything(cfg.seed, workers=True)
     keep_wandb_files_in(cfg.paths.output_dir)
     objects = build(cfg)
     trainer: L.Trainer = objects["trainer"]
-    info = environment_info(trainer.world_size)
-    save_run_files(cfg, cfg.paths.output_dir, info)
-    for logger in objects["loggers"]:  # the config, git commit, versions, world size and GPUs
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run_info": info})
-    trainer.fit(
-        objects["module"],
-        datamodule=objects["datamodule"],
-        ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir),
-    )
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if cfg.get("test"):
-        trainer.test(
-            objects["module"],
-            datamodule=objects["datamodule"],
-            ckpt_path=str(run_checkpoint(cfg.paths.output_dir, "best")) if cfg.get("test_best") else None,
-        )
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    # rank zero holds the run folder until the run ends: a second run in it fails here, before writing
+    owner = hold_run_folder(cfg.paths.output_dir) if trainer.global_rank == 0 else contextlib.nullcontext()
+    with owner:
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        info = environment_info(trainer.world_size)
+        save_run_files(cfg, cfg.paths.output_dir, info, resumed_from=ckpt_path)
+        for logger in objects["loggers"]:  # the config, git commit, versions, world size and GPUs
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run_info": info})
+        trainer.fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = str(run_checkpoint(cfg.paths.output_dir, "best")) if cfg.get("test_best") else None
+            trainer.test(objects["module"], datamodule=objects["datamodule"], ckpt_path=best)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return metrics, objects
 
 

@@ -7,8 +7,8 @@ folder (one of its checkpoints, ``resolve_checkpoint``). Every reader returns ``
 last three when present).
 
 A run folder holds two checkpoints (written by ``conf/callbacks/default.yaml``): ``checkpoints/last.ckpt``,
-the state after the run's last optimizer step (what ``ckpt_path=last`` resumes), and
-``checkpoints/best.ckpt``, the state at the validation with the best ``stage.monitor``.
+the state after the run's last optimizer step (what ``ckpt_path=last`` resumes, ``resume_checkpoint``),
+and ``checkpoints/best.ckpt``, the state at the validation with the best ``stage.monitor``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from seed_asr.utils.atomic_checkpoint import find_checkpoint
 
 log = logging.getLogger(__name__)
+_warn = rank_zero_only(log.warning)
+_info = rank_zero_only(log.info)
 
 TOKENIZER_KEY = "tokenizer_files"
 CMVN_KEY = "cmvn"
@@ -49,10 +52,10 @@ def is_zero_folder(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*/*model_states.pt"))
 
 
-def _safe_load(path: Path, allowed: Sequence[type] = ()) -> dict[str, Any]:
+def _safe_load(path: Path, allowed: Sequence[type] = (), mmap: bool = False) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises UnpicklingError or RuntimeError for disallowed objects
         raise ValueError(f"{path} does not load with torch.load(weights_only=True): {err}") from err
 
@@ -79,15 +82,12 @@ def read_zero_folder(path: Path) -> dict[str, Any]:
     Every file is first loaded with ``weights_only=True`` (so a folder holding arbitrary pickled objects
     is refused) before DeepSpeed's own consolidation, which reads its files with full unpickling.
     """
-    from deepspeed.runtime.fp16.loss_scaler import LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     files = sorted(path.glob("*/*.pt"))
     client = None
     for f in files:
-        # DeepSpeed stores its ZeRO stage (an IntEnum) and loss-scaler settings beside the tensors
-        loaded = _safe_load(f, allowed=(ZeroStageEnum, LossScaler))
+        loaded = _safe_load(f, allowed=_deepspeed_types())
         if f.name.endswith("model_states.pt") and (client is None or f.name.startswith("mp_rank_00")):
             client = loaded
         del loaded
@@ -95,6 +95,71 @@ def read_zero_folder(path: Path) -> dict[str, Any]:
     state = {k: v for k, v in client.items() if k not in {"module", "optimizer", "lr_scheduler"}}
     state["state_dict"] = {k.removeprefix(_DEEPSPEED_PREFIX): v for k, v in weights.items()}
     return state
+
+
+def _deepspeed_types() -> tuple[type, ...]:
+    """What DeepSpeed stores beside the tensors: its ZeRO stage (an IntEnum) and loss-scaler settings."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return ZeroStageEnum, LossScaler
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a Lightning checkpoint (a file, or a DeepSpeed folder) was saved at; its tensors are
+    mapped, not read.
+
+    Raises:
+        ValueError: it does not load (truncated, not a checkpoint, no ``global_step``).
+    """
+    if path.is_dir():
+        states = sorted(path.glob("*/mp_rank_00_model_states.pt"))
+        if not states:
+            raise ValueError(f"{path} holds no DeepSpeed mp_rank_00_model_states.pt")
+        state = _safe_load(states[0], allowed=_deepspeed_types(), mmap=True)
+    else:
+        state = _safe_load(path, mmap=True)
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no global_step)")
+    return int(state["global_step"])
+
+
+def resume_checkpoint(run: str | Path) -> Path | None:
+    """The checkpoint ``ckpt_path=last`` resumes in run folder ``run``: ``checkpoints/last.ckpt``
+    (``run_checkpoint``) when it loads, else the loadable checkpoint of ``checkpoints/`` with the highest
+    global step (the latest written among equals), with a warning naming and counting the checkpoints
+    passed over; None (a fresh start) when the folder holds no checkpoint.
+
+    Raises:
+        ValueError: the folder holds checkpoints and none loads (each named with its error).
+    """
+    last = run_checkpoint(run, "last")
+    folder = last.parent
+    found = sorted(
+        p for p in (folder.iterdir() if folder.is_dir() else ())
+        if p.name.endswith((".ckpt", ".ckpt.old")) and not p.name.startswith(".")
+    )
+    if not found:
+        _info("ckpt_path=last but %s holds no checkpoint: starting from scratch", folder)
+        return None
+    steps: dict[Path, int] = {}
+    errors: dict[Path, str] = {}
+    for path in sorted(found, key=lambda p: p != last):  # last.ckpt first: the others only without it
+        try:
+            steps[path] = checkpoint_step(path)
+        except ValueError as err:
+            errors[path] = str(err).splitlines()[0]
+        if path == last and path in steps:
+            return last
+    passed_over = "; ".join(f"{p.name}: {e}" for p, e in sorted(errors.items()))
+    if not steps:
+        raise ValueError(f"ckpt_path=last: none of the {len(errors)} checkpoints in {folder} loads: "
+                         f"{passed_over}")
+    chosen = max(steps, key=lambda p: (steps[p], p.stat().st_mtime))
+    _warn("ckpt_path=last: %s %s; resuming from %s (global step %d), the newest of %d readable checkpoints; "
+          "%d unreadable passed over: %s", last, "does not load" if last in errors else "is missing", chosen,
+          steps[chosen], len(steps), len(errors), passed_over)
+    return chosen
 
 
 def run_checkpoint(run: str | Path, which: str = "last") -> Path:

@@ -1,4 +1,4 @@
-"""What a run records about itself: resolved config, git commit, versions, hardware."""
+"""What a run records about itself: resolved config, git commit, versions, hardware, each start."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,31 @@ def environment_info(world_size: int = 1) -> dict[str, Any]:
     }
 
 
+RUN_CONFIG = "config.yaml"
+RUN_INFO = "run_info.json"
+STARTS = "starts.jsonl"
+
+
 @rank_zero_only
-def save_run_files(cfg: DictConfig, output_dir: str | Path, info: dict[str, Any]) -> None:
-    """Write ``config.yaml`` (resolved) and ``run_info.json`` into the run folder (rank zero only)."""
+def save_run_files(
+    cfg: DictConfig, output_dir: str | Path, info: dict[str, Any], resumed_from: str | None = None
+) -> None:
+    """Record a start of the run in its folder (rank zero only).
+
+    Every start appends ``{"started", "resumed_from", "run_info", "config"}`` (the resolved config) as one
+    line of ``starts.jsonl``. A start that resumes no checkpoint (a new run) also writes ``config.yaml``
+    and ``run_info.json``; a resume keeps them, also when it fails (a resume with another stage).
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    (out / "run_info.json").write_text(json.dumps(info, indent=2))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    record = {"started": datetime.now().isoformat(timespec="seconds"), "resumed_from": resumed_from,
+              "run_info": info, "config": config}
+    with (out / STARTS).open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+    if resumed_from is None or not (out / RUN_CONFIG).exists():
+        OmegaConf.save(config, out / RUN_CONFIG)
+        (out / RUN_INFO).write_text(json.dumps(info, indent=2))
 
 
 WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_ARTIFACT_DIR": "artifacts"}
