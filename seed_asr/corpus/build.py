@@ -160,11 +160,9 @@ def _check_settings(
     noise_color: str,
     shard_size: int,
     num_workers: int | None,
-    voices: Mapping[str, VoiceSpace],
     invented_names: float,
-    heldout: Mapping[str, HeldOutVoices],
 ) -> None:
-    """Raise ValueError naming the first bad setting (before any work starts)."""
+    """Raise ValueError naming the first bad setting other than voices (before any work starts)."""
     if isinstance(num_utterances, bool) or not isinstance(num_utterances, int) or num_utterances < 1:
         raise ValueError(f"num_utterances must be a positive integer, got {num_utterances!r}")
     if not languages or len(set(languages)) != len(languages) or set(languages) - set(LANGUAGES):
@@ -193,10 +191,17 @@ def _check_settings(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if num_workers is not None and num_workers < 0:
         raise ValueError(f"num_workers must be >= 0 or None, got {num_workers}")
+
+
+def _check_voices(
+    languages: Sequence[str],
+    splits: Mapping[str, float],
+    voices: Mapping[str, VoiceSpace],
+    heldout: Mapping[str, HeldOutVoices],
+) -> None:
+    """Raise ValueError naming a voice espeak-ng does not know or a bad held-out setting."""
     engine = get_engine()
     for lang in languages:
-        if lang not in voices:
-            raise ValueError(f"no voices configured for language {lang!r}")
         voices[lang].check(engine)
     if bool(heldout) != (splits.get(HELDOUT_SPLIT, 0) > 0):
         raise ValueError(f"a {HELDOUT_SPLIT!r} split (fraction > 0) and heldout_voices go together; "
@@ -270,7 +275,8 @@ def build_corpus(
         noise_color: "white" or "pink".
         shard_size: samples per shard.
         num_workers: synthesis processes (None: every usable core; 0 or 1: this process).
-        voices: per-language overrides of the default speakers (VoiceSpace or its keyword arguments).
+        voices: per-language overrides of the default speakers (VoiceSpace or its four keyword arguments),
+            only for ``languages``, each with voices of its espeak-ng language (``voice_spaces``).
         heldout_voices: per language, accents and variants (HeldOutVoices or its keyword arguments)
             heard only in the ``heldout`` split, which ``splits`` must then give a fraction.
         overwrite: replace shards already in ``out_dir``.
@@ -282,11 +288,12 @@ def build_corpus(
         ValueError: a bad setting or voice, before any work starts.
         FileExistsError: ``out_dir`` already holds shards and ``overwrite`` is false.
     """
-    spaces = voice_spaces(voices)
-    heldout = held_out_voices(heldout_voices)
     turns, num_distractors = tuple(turns), tuple(num_distractors)
     _check_settings(num_utterances, languages, lang_weights, domains, splits, turns, num_distractors,
-                    noise_snr_db, noise_color, shard_size, num_workers, spaces, invented_names, heldout)
+                    noise_snr_db, noise_color, shard_size, num_workers, invented_names)
+    spaces = voice_spaces(voices, languages)
+    heldout = held_out_voices(heldout_voices)
+    _check_voices(languages, splits, spaces, heldout)
     weights = [1.0 if lang_weights is None else lang_weights[lang] for lang in languages]
     out = Path(out_dir)
     start = time.perf_counter()

@@ -6,6 +6,7 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from seed_asr.corpus.synth import Espeak
 
@@ -170,9 +171,58 @@ def held_out_voices(
     return held
 
 
-def voice_spaces(overrides: Mapping[str, VoiceSpace | Mapping] | None = None) -> dict[str, VoiceSpace]:
-    """:data:`DEFAULT_VOICES` with per-language ``overrides`` (VoiceSpace or its keyword arguments)."""
-    spaces = dict(DEFAULT_VOICES)
-    for lang, space in (overrides or {}).items():
-        spaces[lang] = space if isinstance(space, VoiceSpace) else VoiceSpace(**space)
+#: The espeak-ng language of each corpus language: its voices are named by that code, alone or followed by
+#: "-" ("en", "en-gb-scotland"; "cmn", "cmn-latn-pinyin"). A voice of another language reads the text its
+#: own way ("en-us" says "Chinese letter" for each Chinese character) under the corpus language's labels.
+ESPEAK_LANGUAGES: Mapping[str, str] = {"en": "en", "zh": "cmn"}
+
+
+def _voice_space(entry: Any) -> VoiceSpace:
+    """A VoiceSpace from a config entry that gives exactly its four fields."""
+    names = [field.name for field in fields(VoiceSpace)]
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"must be a mapping of {names}, got {entry!r}")
+    missing = [name for name in names if name not in entry]
+    unknown = sorted(set(entry) - set(names))
+    if missing or unknown:
+        wrong = [f"{label} {keys}" for label, keys in (("missing", missing), ("unknown", unknown)) if keys]
+        raise ValueError(f"an entry gives exactly {names}: {', '.join(wrong)}")
+    return VoiceSpace(**entry)
+
+
+def voice_spaces(
+    overrides: Mapping[str, VoiceSpace | Mapping[str, Any]] | None = None,
+    languages: Sequence[str] = tuple(DEFAULT_VOICES),
+) -> dict[str, VoiceSpace]:
+    """The speakers of each of ``languages``: :data:`DEFAULT_VOICES` with per-language ``overrides``
+    (VoiceSpace, or its four keyword arguments).
+
+    Raises:
+        ValueError: naming and counting every problem: an override for a language not in ``languages``,
+            an entry with missing, unknown or bad fields, accents of another espeak-ng language
+            (:data:`ESPEAK_LANGUAGES`). Whether espeak-ng knows each name is :meth:`VoiceSpace.check`'s.
+    """
+    overrides = overrides or {}
+    problems = [f"voices.{lang}: the corpus does not build {lang!r} (languages: {list(languages)})"
+                for lang in overrides if lang not in languages]
+    spaces = {}
+    for lang in languages:
+        if lang not in ESPEAK_LANGUAGES:
+            problems.append(f"voices.{lang}: no espeak-ng language for {lang!r} "
+                            f"(known: {list(ESPEAK_LANGUAGES)})")
+            continue
+        entry = overrides[lang] if lang in overrides else DEFAULT_VOICES[lang]
+        try:
+            spaces[lang] = entry if isinstance(entry, VoiceSpace) else _voice_space(entry)
+        except (TypeError, ValueError) as err:
+            problems.append(f"voices.{lang}: {err}")
+            continue
+        code = ESPEAK_LANGUAGES[lang]
+        foreign = [a for a in spaces[lang].accents if a != code and not a.startswith(f"{code}-")]
+        if foreign:
+            problems.append(f"voices.{lang}.accents: {foreign} are espeak-ng voices of another language than "
+                            f"{lang!r}, whose voices are {code!r} or {code}-*")
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise ValueError(f"{count} in voices: " + "; ".join(problems))
     return spaces
