@@ -2,7 +2,17 @@
 checkpoint.
 
 Writes ``results.json`` (overall, per language, domain and speaker, counts, the normaliser, the checkpoint
-file that was read) and ``hyps.jsonl`` (one line per utterance) into the run folder.
+file that was read, and the utterances left out of the scores: ``num_skipped`` and
+``num_skipped/<reason>`` among the metrics, ``skipped`` naming each with its reason) and ``hyps.jsonl``
+(one line per decoded utterance) into the run folder. Each appears only complete (written under a
+temporary name, then renamed).
+
+Which utterances are decoded: those within ``min_duration`` / ``max_duration`` of the eval config (null:
+the data config's) and the data config's transcript limits. The Conformer encoder takes any length
+(rotary positions; its time and memory grow with the square of the length); a Whisper encoder
+(`HFEncoder`) takes at most its 30 s window, which caps ``max_duration``. Unusable samples (undecodable,
+non-finite audio, bad records, repeated keys) are skipped too; every skipped utterance is named and
+counted in ``results.json``, never silently left out of the WER.
 
 Contexts (``context_mode``): ``none``; ``relevant`` (each utterance's own context from the shard);
 ``irrelevant`` (the context of an utterance of another dialogue of the same set, without the words of
@@ -16,6 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +73,23 @@ class _PromptContexts:
         return [self.table[key] for key in keys]
 
 
+def duration_limits(cfg: DictConfig, encoder: Any, frame_shift_s: float) -> dict[str, float]:
+    """The data module's ``min_duration``, ``max_duration`` and ``max_batch_seconds`` for evaluation: the
+    eval config's limits (null: the data config's), ``max_duration`` capped by the encoder's longest
+    input (``input_frames`` fbank frames, when it has one), and a batch budget that fits it."""
+    longest = getattr(encoder, "input_frames", math.inf) * frame_shift_s
+    min_duration = cfg.data.min_duration if cfg.get("min_duration") is None else cfg.min_duration
+    max_duration = cfg.data.max_duration if cfg.get("max_duration") is None else cfg.max_duration
+    max_duration = min(max_duration, longest)
+    budget = max(cfg.data.max_batch_seconds, max_duration)
+    return {"min_duration": min_duration, "max_duration": max_duration, "max_batch_seconds": budget}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Decode every utterance of the chosen shards and score it.
+    """Decode every usable utterance of the chosen shards and score it; name and count the others.
 
     Returns:
-        The metrics written to ``results.json``.
+        The metrics written to ``results.json`` (with ``num_skipped`` and ``num_skipped/<reason>``).
     """
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,15 +99,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     cmvn = loaded.features.cmvn
     cmvn_path = save_cmvn(CmvnStats(cmvn.mean.cpu(), 1.0 / cmvn.inv_std.cpu(), 0, 0), out / "cmvn.json")
     shards = cfg.shards or cfg.data[f"{cfg.split}_shards"]
-    datamodule = instantiate(cfg.data, test_shards=shards, cmvn_path=str(cmvn_path), output_dir=str(out))
+    limits = duration_limits(cfg, loaded.model.encoder, loaded.model.frame_shift_s)
+    datamodule = instantiate(
+        cfg.data, test_shards=shards, cmvn_path=str(cmvn_path), output_dir=str(out), **limits
+    )
     datamodule.setup("test")
     mode = context_mode(cfg)
     prompt_contexts = _PromptContexts(mode, shards, int(cfg.get("context_seed", 0)))
     decoding = DecodingConfig(**cfg.decoding, use_context=mode != "none")
     acc = WERAccumulator(group_by=("domain", "speaker"))
     hallucinated = 0
-    with (out / "hyps.jsonl").open("w", encoding="utf-8") as hyp_file:
+    skipped: list[dict[str, str]] = []
+    partial = {name: out / f".{name}.partial" for name in ("hyps.jsonl", "results.json")}
+    with partial["hyps.jsonl"].open("w", encoding="utf-8") as hyp_file:
         for batch in datamodule.test_dataloader():
+            skipped += batch["skipped"]
+            if not batch["keys"]:
+                continue
             batch = datamodule.on_after_batch_transfer(
                 {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}, 0
             )
@@ -100,6 +133,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = acc.compute()
     metrics["hallucinated_keywords"] = hallucinated
     metrics["hallucinated_keywords_per_utt"] = hallucinated / max(int(metrics["num_utts"]), 1)
+    metrics["num_skipped"] = len(skipped)
+    reasons = Counter(item["reason"] for item in skipped)
+    metrics.update({f"num_skipped/{reason}": count for reason, count in sorted(reasons.items())})
     results = {
         "ckpt": str(cfg.ckpt),
         "checkpoint": str(loaded.source),
@@ -108,9 +144,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "use_context": cfg.use_context,
         "context_mode": mode,
         "metrics": metrics,
+        "skipped": skipped,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    log.info("WER %.4f on %d utterances -> %s", metrics["wer"], metrics["num_utts"], out / "results.json")
+    partial["results.json"].write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    log.info("WER %.4f on %d utterances (%d skipped: %s) -> %s", metrics["wer"], metrics["num_utts"],
+             len(skipped), dict(reasons) or "none", out / "results.json")
     return metrics
 
 

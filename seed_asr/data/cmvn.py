@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from seed_asr.data.features import Fbank
-from seed_asr.data.pipeline import DurationFilter, plain_waves
+from seed_asr.data.pipeline import SampleLimits, plain_waves
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def write_split_cmvn(
     corpus_dir: str | Path,
     utterances: int = 1000,
     split: str = "train",
-    limits: DurationFilter | None = None,
+    limits: SampleLimits | None = None,
 ) -> Path:
     """Compute the statistics of a shard folder's ``split`` and save them as ``<corpus_dir>/cmvn.json``.
 
@@ -112,7 +112,7 @@ def write_split_cmvn(
         corpus_dir: folder with ``<split>/*.tar`` shards (the built-in corpus or converted shards).
         utterances: utterances to accumulate over.
         split: the split to read (the training split: statistics never see test audio).
-        limits: the utterance durations kept (None: DurationFilter's defaults, the datamodule's).
+        limits: the utterances kept (None: SampleLimits' defaults, the datamodule's).
     """
-    waves = plain_waves([str(Path(corpus_dir) / split / "*.tar")], limits or DurationFilter())
+    waves = plain_waves([str(Path(corpus_dir) / split / "*.tar")], limits or SampleLimits())
     return save_cmvn(compute_cmvn(waves, Fbank(), utterances), Path(corpus_dir) / "cmvn.json")

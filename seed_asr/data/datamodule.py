@@ -1,13 +1,14 @@
 """LightningDataModule over webdataset shards (see docs/interfaces.md for the shard and batch contracts).
 
 Training: each dataset is an endless stream of this worker's shards (explicit node and worker split),
-decoded, mixed by weight (``wds.RandomMix``), augmented, filtered by duration and batched by padded
-duration with length bucketing; every worker yields ``ceil(batches_per_epoch / workers)`` batches, so
-every rank runs the same number of batches by construction.
-Validation/test: read each sample exactly once overall with the same batch count on every rank
-(see ``seed_asr.data.shard_index``).
-Skip counts and padding travel in ``batch["stats"]``; ``seed_asr.callbacks.data_stats.DataStatsLogger``
-logs them.
+decoded, mixed by weight (``wds.RandomMix``), augmented, filtered by duration and transcript length
+(``SampleLimits``) and batched by padded duration with length bucketing; every worker yields
+``ceil(batches_per_epoch / workers)`` batches, so every rank runs the same number of batches by
+construction.
+Validation/test: read each sample exactly once overall with the same batch count on every rank, planned
+from the same limits (see ``seed_asr.data.shard_index``).
+Skipped samples are named in ``batch["skipped"]``; skip counts and padding travel in ``batch["stats"]``;
+``seed_asr.callbacks.data_stats.DataStatsLogger`` logs them.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ from seed_asr.data.pipeline import (
     Augmenter,
     Collator,
     CycledShards,
-    DurationFilter,
     DynamicBatcher,
+    SampleLimits,
     Tokenizer,
     decode_samples,
     expand_shards,
     log_and_continue,
     plain_waves,
 )
-from seed_asr.data.shard_index import EvalBatches, index_shard, plan_eval_batches
+from seed_asr.data.shard_index import EvalBatches, index_eval_set, plan_eval_batches
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class ShardDataModule(SpeechDataModule):
         bucket_buffer: utterances sorted together for length bucketing (0: no bucketing).
         min_duration: shorter utterances are skipped and counted (seconds).
         max_duration: longer utterances are skipped and counted (seconds, <= ``max_batch_seconds``).
+        max_text_tokens: utterances whose transcript has more tokens are skipped and counted (None: no
+            limit); tokens of ``tokenizer``, else UTF-8 bytes (`SampleLimits`).
+        max_text_tokens_per_second: likewise for more tokens per second of audio (None: no limit).
         speed_factors: speed perturbation factors (training only).
         noise_prob: probability of additive noise (training only).
         noise_snr_db: (low, high) SNR in dB.
@@ -141,6 +145,8 @@ class ShardDataModule(SpeechDataModule):
         bucket_buffer: int = 500,
         min_duration: float = 0.1,
         max_duration: float = 30.0,
+        max_text_tokens: int | None = None,
+        max_text_tokens_per_second: float | None = None,
         speed_factors: Sequence[float] = (1.0,),
         noise_prob: float = 0.0,
         noise_snr_db: Sequence[float] = (10.0, 30.0),
@@ -181,7 +187,9 @@ class ShardDataModule(SpeechDataModule):
         self.val_specs, self.test_specs = _as_list(val_shards), _as_list(test_shards)
         self.batches_per_epoch, self.max_batch_seconds = batches_per_epoch, max_batch_seconds
         self.max_batch_size, self.bucket_buffer = max_batch_size, bucket_buffer
-        self.limits = DurationFilter(min_duration, max_duration)
+        self.limits = SampleLimits(
+            min_duration, max_duration, max_text_tokens, max_text_tokens_per_second, tokenizer
+        )
         self.speed_factors, self.noise_prob = [float(f) for f in speed_factors], noise_prob
         self.noise_snr_db = (float(noise_snr_db[0]), float(noise_snr_db[1]))
         self.noise_specs = _as_list(noise_files)
@@ -278,14 +286,17 @@ class ShardDataModule(SpeechDataModule):
         )
 
     def eval_dataset(self, specs: list[str], split: str) -> EvalBatches:
-        """This rank's exact-once share of an evaluation set (see ``seed_asr.data.shard_index``)."""
+        """This rank's exact-once share of an evaluation set (see ``seed_asr.data.shard_index``); the
+        samples left out of the plan are spread over the ranks, so their counts sum to the total once."""
         if not specs:
             raise ValueError(f"no {split}_shards configured")
-        refs = [ref for spec in specs for shard in expand_shards(spec) for ref in index_shard(shard)]
+        shards = [shard for spec in specs for shard in expand_shards(spec)]
+        refs, skipped = index_eval_set(shards, self.limits)
         plan = plan_eval_batches(
             [ref.duration for ref in refs], self.max_batch_seconds, self.max_batch_size, self.world_size
         )
-        return EvalBatches(refs, plan[self.rank], self.limits, self.collator)
+        rank, world = self.rank, self.world_size
+        return EvalBatches(refs, plan[rank], self.limits, self.collator, skipped[rank::world])
 
     def train_dataloader(self) -> DataLoader:
         """Training batches (see the module docstring)."""

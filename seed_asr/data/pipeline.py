@@ -1,35 +1,37 @@
 """Streaming training pipeline over webdataset shards: shard assignment, decoding, augmentation,
-length filtering, length-bucketed dynamic batching and collation to the batch contract.
+filtering by duration and transcript length, length-bucketed dynamic batching and collation to the batch
+contract.
 
-Skipped samples travel down the stream as :class:`Skipped` markers; the batcher tallies them into the
-next batch's ``stats`` so every count reaches the loggers (see ``seed_asr.callbacks.data_stats``).
+Skipped samples travel down the stream as :class:`Skipped` markers; the batcher hands them to the next
+batch, whose ``stats`` count them by reason and whose ``skipped`` names them, so every count reaches the
+loggers (see ``seed_asr.callbacks.data_stats``).
 """
 
 from __future__ import annotations
 
 import glob
-import io
 import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import soundfile as sf
 import torch
 import webdataset as wds
 from torch.utils.data import get_worker_info
 
-from seed_asr.data.audio import SAMPLE_RATE, AudioError, decode_audio, resample
+from seed_asr.data.audio import AUDIO_PROBLEMS, SAMPLE_RATE, AudioError, decode_audio, resample
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = ("flac", "wav", "ogg")
-SKIP_REASONS = ("undecodable", "empty", "too_short", "too_long")
+SKIP_REASONS = (*AUDIO_PROBLEMS, "bad_record", "duplicate", "too_short", "too_long", "too_many_tokens")
+# a record's duration may differ from its audio's by this many seconds plus this fraction of it
+DURATION_SLACK = (0.1, 0.05)
 
 
 class Tokenizer(Protocol):
@@ -49,10 +51,12 @@ class Utterance:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Marker left in the stream where a sample was dropped; ``reason`` is one of ``SKIP_REASONS``."""
+    """Marker left in the stream where a sample was dropped; ``reason`` is one of ``SKIP_REASONS``,
+    ``detail`` says what was wrong (not compared)."""
 
     key: str
     reason: str
+    detail: str = field(default="", compare=False)
 
 
 Item = Utterance | Skipped
@@ -158,13 +162,66 @@ def log_and_continue(err: Exception) -> bool:
 def skip_sample(key: str, reason: str, why: str) -> Skipped:
     """Log why sample ``key`` is dropped and return its marker."""
     log.warning("skipping sample %s (%s): %s", key, reason, why)
-    return Skipped(key, reason)
+    return Skipped(key, reason, why)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _context_problem(context: Any) -> str | None:
+    if context is None:
+        return None
+    if not isinstance(context, dict):
+        return f"record context must be an object, got {_short(context)}"
+    history = context.get("history", "")
+    if not isinstance(history, str) and not (
+        isinstance(history, list) and all(isinstance(h, str) for h in history)
+    ):
+        return f"context history must be a string or a list of strings, got {_short(history)}"
+    for name in ("keywords", "entities"):
+        words = context.get(name, [])
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            return f"context {name} must be a list of strings, got {_short(words)}"
+    if not isinstance(context.get("title", ""), str):
+        return f"context title must be a string, got {_short(context['title'])}"
+    return None
+
+
+def record_problem(meta: Any, audio_seconds: float | None) -> str | None:
+    """What makes a sample's JSON record unusable, or None.
+
+    The text must be a string; ``lang``, ``domain``, ``speaker``, ``dialogue`` and ``phonemes`` strings
+    when present; ``context`` an object of a history (string or list of strings), keyword and entity lists
+    of strings and a string title, each optional; ``duration``, when present, a number within
+    ``DURATION_SLACK`` of ``audio_seconds`` (what the audio holds; None: the audio is not read, the
+    duration not checked). The readers and the evaluation index all apply this one check.
+    """
+    if not isinstance(meta, dict):
+        return f"record must be a JSON object, got {_short(meta)}"
+    if not isinstance(meta.get("text"), str):
+        return f"record text must be a string, got {_short(meta.get('text'))}"
+    for name in ("lang", "domain", "speaker", "dialogue", "phonemes"):
+        if not isinstance(meta.get(name, ""), str):
+            return f"record {name} must be a string, got {_short(meta[name])}"
+    problem = _context_problem(meta.get("context"))
+    if problem:
+        return problem
+    if "duration" in meta and audio_seconds is not None:
+        duration, (fixed, fraction) = meta["duration"], DURATION_SLACK
+        number = isinstance(duration, (int, float)) and not isinstance(duration, bool)
+        if not number or not abs(duration - audio_seconds) <= fixed + fraction * audio_seconds:
+            return f"record duration {_short(duration)} does not match the audio's {audio_seconds:.3f} s"
+    return None
 
 
 def decode_sample(sample: dict[str, Any]) -> Item:
     """Turn one raw webdataset sample (``__key__``, audio bytes, ``json`` bytes) into an :class:`Utterance`.
 
-    Stereo is down-mixed and any rate resampled to 16 kHz; problems give a :class:`Skipped` marker.
+    Audio is read by ``seed_asr.data.audio.decode_audio`` (down-mixed, resampled to 16 kHz, non-finite
+    audio refused); undecodable, empty or non-finite audio and bad records (:func:`record_problem`) give a
+    :class:`Skipped` marker.
     """
     key = str(sample.get("__key__", "<no key>"))
     audio_ext = next((ext for ext in AUDIO_EXTENSIONS if ext in sample), None)
@@ -174,28 +231,19 @@ def decode_sample(sample: dict[str, Any]) -> Item:
         )
     try:
         meta = json.loads(sample["json"])
-        text = meta["text"]
-    except (ValueError, TypeError, KeyError) as err:
-        return skip_sample(key, "undecodable", f"bad json record: {err!r}")
-    if not isinstance(text, str):
-        return skip_sample(key, "undecodable", "json 'text' is not a string")
+    except ValueError as err:  # also not UTF-8
+        return skip_sample(key, "bad_record", f"unreadable json record: {err}")
     data = sample[audio_ext]
     if len(data) == 0:
         return skip_sample(key, "empty", "audio file has no bytes")
     try:
         wave = decode_audio(data, SAMPLE_RATE, name=key)
     except AudioError as err:
-        if _has_zero_frames(data):
-            return skip_sample(key, "empty", "audio has no samples")
-        return skip_sample(key, "undecodable", str(err))
+        return skip_sample(key, err.reason, str(err))
+    problem = record_problem(meta, wave.shape[0] / SAMPLE_RATE)
+    if problem:
+        return skip_sample(key, "bad_record", problem)
     return Utterance(key, wave, meta)
-
-
-def _has_zero_frames(data: bytes) -> bool:
-    try:
-        return sf.info(io.BytesIO(data)).frames == 0
-    except Exception:  # soundfile raises several types for bad input
-        return False
 
 
 def decode_samples(src: Iterable[dict[str, Any]]) -> Iterator[Item]:
@@ -275,33 +323,77 @@ class Augmenter:
 
 
 @dataclass(frozen=True)
-class DurationFilter:
-    """Pipeline stage replacing utterances outside [min_seconds, max_seconds] by :class:`Skipped` markers."""
+class SampleLimits:
+    """What an utterance must be to be used: its duration in [min_seconds, max_seconds], and its
+    transcript at most ``max_tokens`` tokens and ``max_tokens_per_second`` tokens per second of audio
+    (clips under 1 s are allowed a 1 s clip's share); None turns a transcript limit off.
+
+    One rule (:meth:`problem`) for the training reader, the evaluation planner (on indexed durations and
+    texts) and the evaluation reader. As a pipeline stage it replaces utterances outside the limits by
+    :class:`Skipped` markers (``too_short``, ``too_long``, ``too_many_tokens``).
+
+    Tokens are counted with ``tokenizer`` when there is one, else as UTF-8 bytes: no fewer than the
+    tokens of byte-level BPE and of characters with byte fallback (the project's tokenizers).
+    """
 
     min_seconds: float = 0.1
     max_seconds: float = 30.0
+    max_tokens: int | None = None
+    max_tokens_per_second: float | None = None
+    tokenizer: Tokenizer | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_seconds <= self.max_seconds:
             raise ValueError(
                 f"need 0 <= min_duration <= max_duration, got {self.min_seconds}, {self.max_seconds}"
             )
+        if (self.max_tokens is not None and self.max_tokens < 1) or (
+            self.max_tokens_per_second is not None and self.max_tokens_per_second <= 0
+        ):
+            raise ValueError(
+                f"need max_text_tokens >= 1 and max_text_tokens_per_second > 0 (or null), "
+                f"got {self.max_tokens}, {self.max_tokens_per_second}"
+            )
+
+    def num_tokens(self, text: str) -> int:
+        """Tokens of ``text`` (UTF-8 bytes without a tokenizer)."""
+        return len(self.tokenizer.encode(text)) if self.tokenizer else len(text.encode("utf-8"))
+
+    def problem(self, seconds: float, text: str) -> tuple[str, str] | None:
+        """(reason, detail) when an utterance of ``seconds`` with transcript ``text`` is out of limits."""
+        if not seconds >= self.min_seconds:
+            return "too_short", f"{seconds:.3f} s < min_duration {self.min_seconds} s"
+        if not seconds <= self.max_seconds:
+            return "too_long", f"{seconds:.3f} s > max_duration {self.max_seconds} s"
+        return self.text_problem(text, seconds)
+
+    def text_problem(self, text: str, seconds: float | None) -> tuple[str, str] | None:
+        """("too_many_tokens", detail) when ``text`` is too long, alone or for ``seconds`` of audio (None:
+        the token limit only)."""
+        if self.max_tokens is None and (self.max_tokens_per_second is None or seconds is None):
+            return None
+        tokens = self.num_tokens(text)
+        if self.max_tokens is not None and tokens > self.max_tokens:
+            return "too_many_tokens", f"transcript of {tokens} tokens > max_text_tokens {self.max_tokens}"
+        rate = self.max_tokens_per_second
+        if rate is not None and seconds is not None and tokens > rate * max(seconds, 1.0):
+            return "too_many_tokens", (
+                f"transcript of {tokens} tokens in {seconds:.3f} s > max_text_tokens_per_second {rate}"
+            )
+        return None
 
     def check(self, item: Item) -> Item:
+        """The utterance, or its :class:`Skipped` marker when out of limits."""
         if isinstance(item, Skipped):
             return item
-        seconds = item.audio.shape[0] / SAMPLE_RATE
-        if seconds < self.min_seconds:
-            return skip_sample(item.key, "too_short", f"{seconds:.3f} s < min_duration {self.min_seconds} s")
-        if seconds > self.max_seconds:
-            return skip_sample(item.key, "too_long", f"{seconds:.3f} s > max_duration {self.max_seconds} s")
-        return item
+        problem = self.problem(item.audio.shape[0] / SAMPLE_RATE, item.meta["text"])
+        return skip_sample(item.key, *problem) if problem else item
 
     def __call__(self, src: Iterable[Item]) -> Iterator[Item]:
         return map(self.check, src)
 
 
-def plain_waves(specs: Sequence[str], limits: DurationFilter) -> Iterator[np.ndarray]:
+def plain_waves(specs: Sequence[str], limits: SampleLimits) -> Iterator[np.ndarray]:
     """(S,) waveforms of the shards in order, decoded and duration-filtered, without augmentation."""
     shards = [shard for spec in specs for shard in expand_shards(spec)]
     stream = wds.DataPipeline(
@@ -347,7 +439,7 @@ class DynamicBatcher:
     With ``bucket_buffer > 0`` it fills a buffer of that many utterances, sorts it by length, cuts it
     into batches with :func:`pack_by_length`, yields them in random order and keeps the last (partial)
     batch's utterances for the next fill. With ``bucket_buffer == 0`` batches follow arrival order.
-    Yields ``(utterances, skip counts since the previous batch)``.
+    Yields ``(utterances, markers of the samples skipped since the previous batch)``.
 
     Args:
         max_batch_seconds: budget of padded audio per batch (batch size x longest duration).
@@ -375,14 +467,14 @@ class DynamicBatcher:
         batches = pack_by_length([u.audio.shape[0] for u in items], self.max_samples, self.max_batch_size)
         return [[items[i] for i in batch] for batch in batches]
 
-    def __call__(self, src: Iterable[Item]) -> Iterator[tuple[list[Utterance], Counter[str]]]:
+    def __call__(self, src: Iterable[Item]) -> Iterator[tuple[list[Utterance], list[Skipped]]]:
         rng = self.seeds.python_rng()
-        skipped: Counter[str] = Counter()
+        skipped: list[Skipped] = []
         buffer: list[Utterance] = []
         capacity = max(self.bucket_buffer, 1)
         for item in src:
             if isinstance(item, Skipped):
-                skipped[item.reason] += 1
+                skipped.append(item)
                 continue
             buffer.append(item)
             if len(buffer) < capacity:
@@ -394,12 +486,12 @@ class DynamicBatcher:
             rng.shuffle(batches)
             for batch in batches:
                 yield batch, skipped
-                skipped = Counter()
+                skipped = []
         if self.bucket_buffer:
             buffer.sort(key=lambda u: u.audio.shape[0])
         for batch in self._pack(buffer):
             yield batch, skipped
-            skipped = Counter()
+            skipped = []
 
 
 def context_text(meta: dict[str, Any]) -> str:
@@ -420,21 +512,23 @@ class Collator:
         self.tokenizer = tokenizer
 
     def __call__(
-        self, utterances: Sequence[Utterance], skipped: Counter[str] | None = None
+        self, utterances: Sequence[Utterance], skipped: Sequence[Skipped] | None = None
     ) -> dict[str, Any]:
-        """Collate.
+        """Collate ``utterances`` (B >= 0) and the markers of samples skipped since the previous batch.
 
         Returns:
             ``audio`` (B, S) float32 zero padded, ``audio_lens`` (B,) int64, ``keys``, ``texts``, ``metas``,
-            ``stats`` (skip counts since the previous batch, padding fraction, audio seconds) and, with a
-            tokenizer, ``text_ids`` / ``context_ids`` (lists of (L,) int64).
+            ``skipped`` (``{"key", "reason", "detail"}`` of each skipped sample), ``stats`` (skip counts by
+            reason, padding fraction, audio seconds) and, with a tokenizer, ``text_ids`` / ``context_ids``
+            (lists of (L,) int64).
         """
         lens = torch.tensor([u.audio.shape[0] for u in utterances], dtype=torch.int64)
         longest = int(lens.max()) if len(utterances) else 0
         audio = torch.zeros(len(utterances), longest, dtype=torch.float32)
         for row, utterance in enumerate(utterances):
             audio[row, : utterance.audio.shape[0]] = torch.from_numpy(utterance.audio)
-        counts = skipped or Counter()
+        skipped = list(skipped or ())
+        counts = Counter(marker.reason for marker in skipped)
         stats = {f"skipped_{reason}": float(counts[reason]) for reason in SKIP_REASONS}
         stats["padding_fraction"] = 1.0 - float(lens.sum()) / audio.numel() if audio.numel() else 0.0
         stats["audio_seconds"] = float(lens.sum()) / SAMPLE_RATE
@@ -444,6 +538,7 @@ class Collator:
             "keys": [u.key for u in utterances],
             "texts": [u.meta["text"] for u in utterances],
             "metas": [u.meta for u in utterances],
+            "skipped": [{"key": m.key, "reason": m.reason, "detail": m.detail} for m in skipped],
             "stats": stats,
         }
         if self.tokenizer is not None:
@@ -456,10 +551,10 @@ class Collator:
 
     def collate_items(self, items: Sequence[Item]) -> dict[str, Any]:
         """``collate_fn`` for map-style loaders: items may include :class:`Skipped` markers."""
-        skipped = Counter(item.reason for item in items if isinstance(item, Skipped))
+        skipped = [item for item in items if isinstance(item, Skipped)]
         return self([item for item in items if isinstance(item, Utterance)], skipped)
 
-    def stage(self, src: Iterable[tuple[list[Utterance], Counter[str]]]) -> Iterator[dict[str, Any]]:
+    def stage(self, src: Iterable[tuple[list[Utterance], list[Skipped]]]) -> Iterator[dict[str, Any]]:
         """Pipeline stage after :class:`DynamicBatcher`."""
         for utterances, skipped in src:
             yield self(utterances, skipped)

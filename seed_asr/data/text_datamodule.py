@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader
 
+from seed_asr.data.pipeline import SampleLimits, skip_sample
 from seed_asr.data.records import iter_records
+
+log = logging.getLogger(__name__)
 
 
 def _collate(records: list[dict]) -> dict[str, list]:
@@ -25,6 +29,8 @@ class TextDataModule(L.LightningDataModule):
         val_shards: shards used for validation loss (a held-out split).
         batch_size: sentences per batch.
         num_workers: loader workers.
+        max_text_tokens: longer transcripts (in UTF-8 bytes, no fewer than tokens: `SampleLimits`) are
+            skipped and counted (None: no limit).
     """
 
     def __init__(
@@ -33,20 +39,37 @@ class TextDataModule(L.LightningDataModule):
         val_shards: str | Sequence[str] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
+        max_text_tokens: int | None = None,
     ) -> None:
         super().__init__()
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.limits = SampleLimits(max_tokens=max_text_tokens)
         self._train: list[dict] = []
         self._val: list[dict] = []
 
     def setup(self, stage: str | None = None) -> None:
         if not self._train:
-            self._train = list(iter_records(self.train_shards))
+            self._train = self._records(self.train_shards)
         if self.val_shards and not self._val:
-            self._val = list(iter_records(self.val_shards))
+            self._val = self._records(self.val_shards)
+
+    def _records(self, shards: str | Sequence[str]) -> list[dict]:
+        """The usable records of ``shards``; transcripts over ``max_text_tokens`` are named and counted."""
+        kept, skipped = [], 0
+        for record in iter_records(shards):
+            problem = self.limits.text_problem(record["text"], None)
+            if problem:
+                skip_sample(record["__key__"], *problem)
+                skipped += 1
+            else:
+                kept.append(record)
+        if skipped:
+            log.warning("left out %d of %d transcripts of %s (too_many_tokens)", skipped, skipped + len(kept),
+                        shards)
+        return kept
 
     def _loader(self, records: list[dict], shuffle: bool) -> DataLoader:
         return DataLoader(

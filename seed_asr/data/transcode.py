@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seed_asr.data.audio import AudioError, decode_audio, encode_flac
+from seed_asr.data.audio import AudioError, encode_flac, read_audio
 
 
-def transcode_to_flac(path: Path) -> tuple[bytes, int] | str:
-    """Decode ``path`` (mono, resampled to 16 kHz) and encode it as 16-bit FLAC.
+def transcode_to_flac(path: Path) -> tuple[bytes, int, list[str]] | str:
+    """Read ``path`` by the rule of ``seed_asr.data.audio.read_audio`` (mono, 16 kHz, non-finite audio
+    refused, too loud audio scaled, cancelling channels replaced by one) and encode it as 16-bit FLAC.
 
     Returns:
-        (FLAC bytes, samples S), or the error message naming the file when it is missing or unreadable.
+        (FLAC bytes, samples S, what was changed), or the error message naming the file when it is
+        missing or unusable.
     """
     try:
-        wave = decode_audio(path)
+        decoded = read_audio(path)
     except AudioError as err:
         return str(err)
-    return encode_flac(wave), wave.size
+    return encode_flac(decoded.wave), decoded.wave.size, decoded.notes()

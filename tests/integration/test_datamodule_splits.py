@@ -57,11 +57,11 @@ def write_bad_shard(path: Path) -> Path:
         "tooshort": encode_flac(synthetic_wave(rng, 0.05)),
         "toolong": encode_flac(synthetic_wave(rng, 6.0)),
     }
+    seconds = {"tooshort": 0.05, "toolong": 6.0}  # the records say what the audio holds
     with wds.TarWriter(str(path)) as writer:
         for key, data in samples.items():
-            writer.write(
-                {"__key__": key, "flac": data, "json": json.dumps(synthetic_record(key, 1.0)).encode()}
-            )
+            record = synthetic_record(key, seconds.get(key, 1.0))
+            writer.write({"__key__": key, "flac": data, "json": json.dumps(record).encode()})
     return path
 
 

@@ -13,7 +13,7 @@ from seed_asr.data.audio import encode_flac, resample
 from seed_asr.data.pipeline import (
     Augmenter,
     Collator,
-    DurationFilter,
+    SampleLimits,
     Skipped,
     Utterance,
     decode_sample,
@@ -38,7 +38,7 @@ def test_bad_samples_become_counted_markers(caplog):
         "noframes", "empty"
     )
     assert decode_sample({"__key__": "nojson", "flac": encode_flac(np.zeros(800))}).reason == "undecodable"
-    assert decode_sample({**raw("badjson", encode_flac(np.zeros(800))), "json": b"{"}).reason == "undecodable"
+    assert decode_sample({**raw("badjson", encode_flac(np.zeros(800))), "json": b"{"}).reason == "bad_record"
     assert "corrupt" in caplog.text and "nobytes" in caplog.text
 
 
@@ -63,15 +63,15 @@ def test_resample_matches_scipy_default_filter(sr_in, sr_out, dtype):
     np.testing.assert_array_equal(resample(wave, sr_in, sr_out), ours)  # the cached filter is unchanged
 
 
-def test_duration_filter_names_the_reason():
-    limits = DurationFilter(0.5, 2.0)
-    short = Utterance("s", np.zeros(4000, np.float32), {})
-    long = Utterance("l", np.zeros(48000, np.float32), {})
-    ok = Utterance("o", np.zeros(16000, np.float32), {})
+def test_duration_limits_name_the_reason():
+    limits = SampleLimits(0.5, 2.0)
+    short = Utterance("s", np.zeros(4000, np.float32), {"text": "a"})
+    long = Utterance("l", np.zeros(48000, np.float32), {"text": "a"})
+    ok = Utterance("o", np.zeros(16000, np.float32), {"text": "a"})
     assert [limits.check(u) for u in (short, long)] == [Skipped("s", "too_short"), Skipped("l", "too_long")]
     assert limits.check(ok) is ok
     with pytest.raises(ValueError, match="min_duration"):
-        DurationFilter(3.0, 2.0)
+        SampleLimits(3.0, 2.0)
 
 
 def test_speed_perturbation_and_noise_snr():
