@@ -1,4 +1,5 @@
-"""``seed-asr export <checkpoint> <out_dir> [--checkpoint best] [--dtype bfloat16] [--llm] [--merge-lora]``
+"""``seed-asr export <checkpoint> <out_dir> [--checkpoint best] [--dtype bfloat16] [--llm] [--merge-lora]
+[--overwrite]``
 
 Turns any training checkpoint (a Lightning file, a DeepSpeed ZeRO folder of any stage and world size,
 or a run folder: its ``last`` checkpoint unless ``--checkpoint best``) into a folder that needs neither
@@ -12,13 +13,19 @@ Lightning nor DeepSpeed:
 <out_dir>/llm/                with --llm: the LLM as a Hugging Face save_pretrained folder (+ tokenizer);
                               LoRA merged with --merge-lora, else the base model plus llm/adapter/
 ```
-``seed_asr.artifacts.loading.load_speech_llm(<out_dir>)`` and ``stage.init_from=<out_dir>`` read it.
+``seed_asr.artifacts.loading.load_speech_llm(<out_dir>)`` and ``stage.init_from=<out_dir>`` read it; ``llm/``
+loads with ``AutoTokenizer`` / ``AutoModelForCausalLM`` (an LLM whose tokenizer would not read back to the
+same token ids there is refused). A folder that is not empty is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
+import tempfile
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import torch
@@ -27,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from seed_asr.artifacts.builders import build_speech_llm
 from seed_asr.artifacts.serialization import tokenizer_from_files
@@ -44,6 +51,15 @@ from seed_asr.utils.checkpoints import (
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+LLM_DIR = "llm"
+WRITTEN = (EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_TOKENIZER, EXPORT_CMVN, LLM_DIR)  # what an export writes
+# texts whose token ids the exported LLM folder must reproduce: spaces, punctuation, digits, accents, Mandarin
+PROBES = (
+    "call anna okonkwo, please!",
+    "Set a timer: 10 min (ok?)",
+    "Zoë's café",
+    "打电话给安娜。今天天气很好",
+)
 
 
 def _llm_of(
@@ -59,6 +75,24 @@ def _llm_of(
     llm = instantiate(cfg.model.llm)(tokenizer=tokenizer)
     llm.load_state_dict({k.removeprefix("llm."): v for k, v in weights.items()})
     return llm
+
+
+def check_tokenizer_round_trip(llm: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise ValueError unless ``AutoTokenizer`` reads ``tokenizer``, saved beside ``llm``'s config, back to
+    the same token ids: transformers picks the tokenizer class from the model type, and some classes (Qwen2's)
+    rebuild their own pipeline around the saved vocabulary instead of reading ``tokenizer.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        llm.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        loaded = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
+    for text in (*PROBES, "".join(tokenizer.all_special_tokens)):
+        for special in (False, True):
+            ids = tokenizer.encode(text, add_special_tokens=special)
+            if loaded.encode(text, add_special_tokens=special) != ids:
+                raise ValueError(
+                    f"the LLM's tokenizer would not survive its Hugging Face folder: AutoTokenizer loads it "
+                    f"as {type(loaded).__name__}, which tokenizes {text!r} differently; export without --llm"
+                )
 
 
 def save_llm(llm: PreTrainedModel | PeftModel, tokenizer: object, out: Path, merge_lora: bool) -> None:
@@ -80,22 +114,43 @@ def export_checkpoint(
     llm: bool = False,
     merge_lora: bool = False,
     checkpoint: str = "last",
+    overwrite: bool = False,
 ) -> Path:
     """Write the export folder (see the module docstring) and return its path.
 
-    ``checkpoint`` picks the checkpoint of a run folder ``ckpt``: ``"last"`` or ``"best"``.
+    ``checkpoint`` picks the checkpoint of a run folder ``ckpt``: ``"last"`` or ``"best"``. Everything is
+    checked before anything is written; ``overwrite`` lets a folder that is not empty be written into (what
+    an earlier export wrote there is replaced, other files are kept).
 
     Raises:
-        ValueError: unknown ``dtype``, a checkpoint without config, or ``llm`` for a stage without LLM.
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
+        ValueError: unknown ``dtype``, a checkpoint without config, ``llm`` for a stage without LLM or
+            without tokenizer, or a tokenizer that ``AutoTokenizer`` would not read back from ``llm/``.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    out = Path(out_dir)
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        raise FileExistsError(
+            f"{out} is not empty (it holds {', '.join(held[:5])}); pass --overwrite to replace"
+        )
     state = load_state_from_checkpoint(ckpt, checkpoint)
     if "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
         raise ValueError(f"checkpoint {ckpt} has no training config (hyper_parameters.cfg)")
     cfg = OmegaConf.create(state["hyper_parameters"]["cfg"])
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    out = Path(out_dir)
+    tokenizer = tokenizer_from_files(state[TOKENIZER_KEY]) if TOKENIZER_KEY in state else None
+    model: nn.Module | None = None
+    if llm:
+        if tokenizer is None:
+            raise ValueError(f"checkpoint {ckpt} carries no tokenizer, so its LLM cannot be exported")
+        model = _llm_of(weights, cfg, tokenizer)
+        check_tokenizer_round_trip(model, tokenizer)
+    for path in (out / name for name in WRITTEN):
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cast, seen = {}, set()
     for name, tensor in weights.items():
@@ -107,19 +162,14 @@ def export_checkpoint(
         cast, out / EXPORT_WEIGHTS, metadata={"format": "seed-asr", "dtype": dtype, "stage": cfg.stage.name}
     )
     OmegaConf.save(cfg, out / EXPORT_CONFIG)
-    tokenizer = None
     if TOKENIZER_KEY in state:
-        (out / EXPORT_TOKENIZER).mkdir(exist_ok=True)
+        (out / EXPORT_TOKENIZER).mkdir()
         for name, text in state[TOKENIZER_KEY].items():
             (out / EXPORT_TOKENIZER / Path(name).name).write_text(text, encoding="utf-8")
-        tokenizer = tokenizer_from_files(state[TOKENIZER_KEY])
     if CMVN_KEY in state:
         (out / EXPORT_CMVN).write_text(json.dumps(state[CMVN_KEY]))
-    if llm:
-        if tokenizer is None:
-            raise ValueError(f"checkpoint {ckpt} carries no tokenizer, so its LLM cannot be exported")
-        model: nn.Module = _llm_of(weights, cfg, tokenizer)
-        save_llm(model.to(DTYPES[dtype]), tokenizer, out / "llm", merge_lora)
+    if model is not None:
+        save_llm(model.to(DTYPES[dtype]), tokenizer, out / LLM_DIR, merge_lora)
     return out
 
 
@@ -134,8 +184,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--llm", action="store_true", help="also write the LLM as a Hugging Face folder")
     parser.add_argument("--merge-lora", action="store_true", help="merge LoRA adapters into the LLM")
+    parser.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.source, args.out_dir, args.dtype, args.llm, args.merge_lora, args.checkpoint)
+    try:
+        with redirect_stdout(sys.stderr):  # libraries' prints and logs (DeepSpeed's) stay off stdout
+            out = export_checkpoint(
+                args.source,
+                args.out_dir,
+                args.dtype,
+                args.llm,
+                args.merge_lora,
+                args.checkpoint,
+                args.overwrite,
+            )
+    except (FileExistsError, ValueError) as err:
+        sys.exit(f"seed-asr export: {err}")
     print(f"exported {args.source} -> {out}")
 
 

@@ -1,35 +1,51 @@
 """Tokenizer of the built-in LLM: trained on corpus text with Hugging Face `tokenizers`.
 
-Two kinds, both covering any Unicode text (English, Chinese, ...) without an unknown token:
-- "bpe": byte-level BPE (GPT-2 style), merges learned up to `vocab_size`;
-- "char": one token per character for the `vocab_size` most frequent characters of the corpus,
-  every other character falls back to its UTF-8 bytes (<0xNN> tokens); spaces become "▁".
+The built-in LLM is a Qwen2, and transformers (5.x) loads the tokenizer of a Qwen2 model folder as its
+`Qwen2Tokenizer`, which puts the saved vocabulary and merges into its own pipeline, whatever pipeline
+`tokenizer.json` describes. Both kinds therefore use exactly that pipeline (NFC, Qwen2's pre-tokenizer split,
+byte-level BPE), so an exported LLM folder reads back through `AutoTokenizer` to the same token ids; both
+cover any Unicode text (English, Chinese, ...) without an unknown token:
+- "bpe": byte-level BPE, merges learned up to `vocab_size`;
+- "char": one token per character for the most frequent characters of the corpus (merges that only join
+  the UTF-8 bytes of one character), every other character as its bytes.
 The result is a `transformers.PreTrainedTokenizerFast`, saved and loaded with
 `save_pretrained` / `load_tokenizer`, like the tokenizer of any pretrained LLM.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from seed_asr.text.prompts import PROMPT_MARKERS
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
-SPACE = "▁"
+
+
+def _qwen2_pipeline(model: models.BPE) -> Tokenizer:
+    """``model`` inside the pipeline that transformers' ``Qwen2Tokenizer`` builds around a vocabulary."""
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    return tok
 
 
 def _byte_level_bpe(texts: Iterable[str], vocab_size: int, specials: list[str]) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    tok = _qwen2_pipeline(models.BPE())
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
@@ -40,16 +56,22 @@ def _byte_level_bpe(texts: Iterable[str], vocab_size: int, specials: list[str]) 
     return tok
 
 
-def _chars_with_byte_fallback(texts: Iterable[str], vocab_size: int, specials: list[str]) -> Tokenizer:
-    # A BPE model without merges is a character model; byte_fallback maps unseen characters to bytes.
-    vocab = {token: i for i, token in enumerate(specials + [f"<0x{b:02X}>" for b in range(256)])}
-    counts = Counter(ch for text in texts for ch in text.replace(" ", SPACE))
-    for ch, _ in counts.most_common(max(0, vocab_size - len(vocab))):
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(" ", SPACE)])
-    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
-    return tok
+def _characters(texts: Iterable[str], vocab_size: int, specials: list[str]) -> Tokenizer:
+    # Merges written by hand (no trainer learns "whole characters only"): each joins a prefix of one
+    # character's bytes to its next byte, which is a UTF-8 continuation byte, so no merge crosses characters.
+    vocab = {token: i for i, token in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = []
+    to_bytes = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    counts = Counter(ch for text in texts for ch in unicodedata.normalize("NFC", text))
+    for ch, _ in counts.most_common():
+        symbols = to_bytes.pre_tokenize_str(ch)[0][0]
+        prefixes = [symbols[:k] for k in range(2, len(symbols) + 1) if symbols[:k] not in vocab]
+        if len(vocab) + len(prefixes) > vocab_size:
+            continue
+        for prefix in prefixes:
+            merges.append((prefix[:-1], prefix[-1]))
+            vocab[prefix] = len(vocab)
+    return _qwen2_pipeline(models.BPE(vocab=vocab, merges=merges))
 
 
 def train_tokenizer(
@@ -62,8 +84,9 @@ def train_tokenizer(
 
     Args:
         texts: training sentences (iterated once).
-        vocab_size: total vocabulary including special tokens (and the 256 byte tokens of "char").
-        kind: "bpe" (byte-level BPE) or "char" (characters with byte fallback).
+        vocab_size: total vocabulary including the special tokens and the 256 byte tokens ("char" spends
+            up to n - 1 entries per character of n UTF-8 bytes).
+        kind: "bpe" (byte-level BPE) or "char" (characters, the bytes of the rare ones).
         markers: prompt marker tokens, added as special tokens (never split).
 
     Returns:
@@ -74,7 +97,7 @@ def train_tokenizer(
         raise ValueError(
             f"vocab_size={vocab_size} must exceed the {len(specials) + 256} special and byte tokens"
         )
-    build = {"bpe": _byte_level_bpe, "char": _chars_with_byte_fallback}.get(kind)
+    build = {"bpe": _byte_level_bpe, "char": _characters}.get(kind)
     if build is None:
         raise ValueError(f"tokenizer kind must be 'bpe' or 'char', got {kind!r}")
     return PreTrainedTokenizerFast(

@@ -29,7 +29,9 @@ def test_round_trip_english_chinese_and_unseen_text(kind, tmp_path):
 
 def test_char_kind_is_one_token_per_seen_character():
     tok = tiny_tokenizer(kind="char", vocab_size=400)
-    assert tok.tokenize("今天 call") == ["今", "天", "▁", "c", "a", "l", "l"]
+    ids = tok.encode("今天 call", add_special_tokens=False)
+    assert [tok.decode(i) for i in ids] == ["今", "天", " ", "c", "a", "l", "l"]
+    assert len(tok.encode("髒", add_special_tokens=False)) == 3, "an unseen character is its UTF-8 bytes"
 
 
 def test_bpe_learns_merges():
