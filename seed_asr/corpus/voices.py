@@ -116,6 +116,12 @@ DEFAULT_VOICES: Mapping[str, VoiceSpace] = {
 }
 
 
+#: The espeak-ng language of each corpus language: its voices are named by that code, alone or followed by
+#: "-" ("en", "en-gb-scotland"; "cmn", "cmn-latn-pinyin"). A voice of another language reads the text its
+#: own way ("en-us" says "Chinese letter" for each Chinese character) under the corpus language's labels.
+ESPEAK_LANGUAGES: Mapping[str, str] = {"en": "en", "zh": "cmn"}
+
+
 @dataclass(frozen=True)
 class HeldOutVoices:
     """Accents and variants of one language kept out of training: a speaker using any of them is held out.
@@ -169,12 +175,6 @@ def held_out_voices(
             raise ValueError(f"heldout_voices.{lang} must be {{accents: [...], variants: [...]}}: "
                              f"{err}") from err
     return held
-
-
-#: The espeak-ng language of each corpus language: its voices are named by that code, alone or followed by
-#: "-" ("en", "en-gb-scotland"; "cmn", "cmn-latn-pinyin"). A voice of another language reads the text its
-#: own way ("en-us" says "Chinese letter" for each Chinese character) under the corpus language's labels.
-ESPEAK_LANGUAGES: Mapping[str, str] = {"en": "en", "zh": "cmn"}
 
 
 def _voice_space(entry: Any) -> VoiceSpace:
