@@ -9,7 +9,7 @@ export TRITON_CACHE_DIR ?= $(CURDIR)/.cache/triton
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test test-slow test-slurm lint bench-data
+.PHONY: install demo test test-slow test-slurm test-cpu-kernels lint bench-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,15 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "not slow" -q
+
+# The tests that measure a training or quantization effect, again with torch's AVX2 and its plain
+# (non-vectorised) CPU kernels forced: a verdict must not depend on which CPU runs it.
+KERNEL_SENSITIVE := tests/unit/test_rl_step.py tests/integration/test_stage_overfit.py \
+	tests/unit/test_ssl_step.py tests/decoupleq/test_dq_solver.py tests/decoupleq/test_dq_driver.py
+test-cpu-kernels: install
+	for kernels in avx2 default; do \
+		ATEN_CPU_CAPABILITY=$$kernels $(PY) -m pytest -m "not slow" -q $(KERNEL_SENSITIVE) || exit 1; \
+	done
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
