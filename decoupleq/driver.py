@@ -8,6 +8,7 @@ quantized block to become the next block's inputs. Only the current block is mov
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from torch import nn
 from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
 from decoupleq.config import QuantConfig
 from decoupleq.nn import QuantLinear
-from decoupleq.solver import LayerQuantizer
+from decoupleq.solver import LayerQuantizer, check_weight
 
 # Block keyword arguments holding a KV cache: dropped so that re-running a block is side-effect free.
 _CACHE_KWARGS = ("past_key_values", "past_key_value", "cache", "layer_past")
@@ -48,8 +49,9 @@ class QuantReport:
     seconds: float = 0.0
 
     def mean_error(self) -> float:
-        """Mean relative output error over the quantized layers."""
-        return sum(r.error for r in self.layers.values()) / max(1, len(self.layers))
+        """Mean relative output error over the layers where it is defined (NaN when none is)."""
+        defined = [r.error for r in self.layers.values() if not math.isnan(r.error)]
+        return sum(defined) / len(defined) if defined else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary."""
@@ -92,7 +94,8 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
         QuantReport with per-layer errors and times.
     """
     start = time.perf_counter()
-    block_list = list(blocks() if callable(blocks) else blocks)
+    as_list = isinstance(blocks, nn.Module) or not callable(blocks)  # an nn.ModuleList is callable too
+    block_list = list(blocks if as_list else blocks())
     if not block_list:
         raise ValueError("quantize_model: no blocks given")
     names = {id(m): n for n, m in model.named_modules()}
@@ -101,21 +104,57 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
     for layers in selected:
         for name, linear in layers.items():
             config.check_layer(name, linear.in_features)
+            try:
+                check_weight(linear.weight.detach())
+            except ValueError as err:
+                raise ValueError(f"quantize_model: layer {name!r}: {err}; nothing was quantized") from err
     if not any(selected):
         raise ValueError("quantize_model: include/exclude select no nn.Linear inside the blocks")
     report = QuantReport(config)
     was_training = model.training
     model.eval()
+    undo = _Undo()
     try:
         with torch.no_grad():
             inputs, masks = _capture_first_inputs(model, block_list[0], calib_batches, forward_fn, device)
             for b, (block, layers) in enumerate(zip(block_list, selected, strict=True)):
+                undo.remember(block, layers)
                 inputs = _quantize_block(b, block, layers, inputs, masks, config, order, device, backend,
-                                         report)
+                                         report, undo)
+    except BaseException:
+        undo.restore()  # never leave a half-quantized model
+        raise
     finally:
         model.train(was_training)
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Undo:
+    """What `quantize_model` changed, to put the model back as it was when it fails part-way: the
+    replaced linears, and copies of the other parameters of each block it touched (refinement trains
+    them)."""
+
+    def __init__(self) -> None:
+        self.replaced: list[tuple[nn.Module, str, nn.Linear]] = []
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def remember(self, block: nn.Module, layers: dict[str, nn.Linear]) -> None:
+        """Copy the parameters of ``block`` outside its selected ``layers`` (those stay untouched)."""
+        inside = {id(p) for linear in layers.values() for p in linear.parameters()}
+        self.saved += [(p, p.detach().clone()) for p in block.parameters() if id(p) not in inside]
+
+    def replace(self, parent: nn.Module, attr: str, new: nn.Module) -> None:
+        """``parent.attr = new``, remembering the linear it replaces."""
+        self.replaced.append((parent, attr, getattr(parent, attr)))
+        setattr(parent, attr, new)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for parent, attr, linear in reversed(self.replaced):
+                setattr(parent, attr, linear)
+            for param, copy in self.saved:
+                param.copy_(copy)
 
 
 def _select_linears(block: nn.Module, prefix: str, include: Sequence[str] | None,
@@ -187,7 +226,7 @@ def _token_mask(batch: Any, kwargs: dict[str, Any], device: torch.device | str |
 def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], inputs: list[BlockInput],
                     masks: list[torch.Tensor | None], config: QuantConfig,
                     order: Sequence[Sequence[str]] | None, device: torch.device | str | None,
-                    backend: str, report: QuantReport) -> list[BlockInput]:
+                    backend: str, report: QuantReport, undo: _Undo) -> list[BlockInput]:
     """Quantize one block in place and return the next block's inputs (outputs of the quantized block)."""
     first_param = next(block.parameters(), None)
     home = None if first_param is None else first_param.device
@@ -211,8 +250,8 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
             linear = layers[name]
             result = quantizers[name].solve(linear.weight.detach())
             parent, attr = parents[id(linear)]
-            setattr(parent, attr, QuantLinear.from_linear(linear, result.q, result.scale, result.zero, config,
-                                                          backend=backend))
+            undo.replace(parent, attr, QuantLinear.from_linear(linear, result.q, result.scale, result.zero,
+                                                               config, backend=backend))
             report.layers[name] = LayerReport(name, tuple(linear.weight.shape), result.error,
                                               float(result.stats.get("seconds", 0.0)),
                                               quantizers[name].num_tokens, result.stats)

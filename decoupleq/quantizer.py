@@ -109,10 +109,13 @@ def row_errors(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> torch.T
 
 
 def relative_output_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float:
-    """||X (W - W_hat)^T|| / ||X W^T|| expressed through H = X^T X / n."""
+    """||X (W - W_hat)^T|| / ||X W^T|| expressed through H = X^T X / n; NaN (undefined) when the
+    reference output X W^T is zero (all-zero calibration inputs, or a zero weight)."""
     num = row_errors(w, w_hat, h).sum()
     den = row_errors(w, torch.zeros_like(w), h).sum()
-    return float((num.clamp(min=0) / den.clamp(min=torch.finfo(h.dtype).tiny)).sqrt())
+    if den <= 0:
+        return float("nan")
+    return float((num.clamp(min=0) / den).sqrt())
 
 
 def group_block_errors(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor, group_size: int

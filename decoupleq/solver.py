@@ -6,7 +6,9 @@ Shapes: W (N, K); q (N, K); scale/zero (N, G); H (K, K).
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 
 import torch
 
@@ -153,8 +155,16 @@ def quantize_layer(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> Qua
         raise ValueError(f"quantize_layer: need W (N, K) and H (K, K), got {tuple(w.shape)} and "
                          f"{tuple(h.shape)}")
     check_hessian(h)
+    check_weight(w)
     config.check_layer("<weight>", w.shape[1])
     return _METHODS[config.method](w.detach(), h, config)
+
+
+def check_weight(w: torch.Tensor) -> None:
+    """Raise ValueError when the weight holds NaN or Inf (counting them)."""
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        raise ValueError(f"the weight {tuple(w.shape)} holds {bad} non-finite values (NaN/Inf)")
 
 
 class LayerQuantizer:
@@ -192,4 +202,11 @@ class LayerQuantizer:
         """Quantize `w` (N, K) against the accumulated H."""
         if tuple(w.shape) != self.shape:
             raise ValueError(f"layer {self.name!r}: weight shape {tuple(w.shape)} != {self.shape}")
-        return quantize_layer(w, self.hessian().to(w.device), self.config)
+        try:
+            result = quantize_layer(w, self.hessian().to(w.device), self.config)
+        except ValueError as err:
+            raise ValueError(f"layer {self.name!r}: {err}") from err
+        if math.isnan(result.error):
+            warnings.warn(f"layer {self.name!r}: relative output error undefined (its calibration inputs, or "
+                          "its weight, are all zero)", stacklevel=2)
+        return result

@@ -1,5 +1,7 @@
 """quantize_model on a tiny Hugging Face Llama (padding mask) and on a plain MLP-block model."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,60 @@ def test_invalid_group_size_fails_before_work():
     with pytest.raises(ValueError, match=r"0\.0.*group_size 32 does not divide.*48"):
         quantize_model(model, list(model), [torch.randn(4, 48)], QuantConfig(group_size=32))
     assert not any(isinstance(m, QuantLinear) for m in model.modules())
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, before):
+    """No QuantLinear left, and every tensor as before (NaN where it was NaN)."""
+    assert not any(isinstance(m, QuantLinear) for m in model.modules())
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key].nan_to_num(), value.nan_to_num()), key
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_weight_is_named_before_any_work(value):
+    model = mlp_model()
+    with torch.no_grad():
+        model[1][2].weight[3, 5] = value
+    before = _state(model)
+    batches = [torch.randn(8, 64, generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(ValueError, match=r"layer '1\.2'.*1 non-finite values.*nothing was quantized"):
+        quantize_model(model, list(model), batches, QuantConfig(bits=2, group_size=32, max_iter=2))
+    _unchanged(model, before)
+
+
+def test_a_failure_part_way_leaves_the_model_as_it_was():
+    """Block 1's output turns NaN through a linear left out of quantization, so block 2's H fails after
+    blocks 0 and 1 were quantized and refined: every replaced linear and refined parameter comes back."""
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64), nn.Linear(64, 64))
+                            for _ in range(3)])
+    with torch.no_grad():
+        model[1][2].weight[0, 0] = float("nan")  # excluded below, so it passes the weight check
+    before = _state(model)
+    batches = [torch.randn(8, 64, generator=torch.Generator().manual_seed(0))]
+    config = QuantConfig(bits=2, group_size=32, max_iter=2, blockwise=True, epochs=1, lr=1e-3,
+                         train_norms=True, train_biases=True)
+    with pytest.raises(ValueError, match=r"layer '2\.0'.*non-finite"):
+        quantize_model(model, list(model), batches, config, exclude=[r"^1\.2$"])
+    _unchanged(model, before)
+
+
+def test_all_zero_calibration_inputs_give_an_undefined_error_and_a_warning():
+    model = mlp_model(blocks=1)
+    with pytest.warns(UserWarning, match="relative output error undefined"):
+        report = quantize_model(model, list(model), [torch.zeros(8, 64)], QuantConfig(bits=2, group_size=32))
+    # the first linear sees only zeros; the second sees GELU(bias), which is not zero
+    assert math.isnan(report.layers["0.0"].error) and not math.isnan(report.layers["0.2"].error)
+    assert report.mean_error() == report.layers["0.2"].error  # the mean over the defined errors
+
+
+def test_blocks_may_be_a_module_list():
+    model = mlp_model(blocks=2)
+    blocks = nn.ModuleList(model)
+    report = quantize_model(model, blocks, [torch.randn(8, 64)], QuantConfig(bits=4, group_size=32))
+    assert set(report.layers) == {"0.0", "0.2", "1.0", "1.2"}
