@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar
 
 from seed_asr.corpus.synth import Espeak
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,24 +172,30 @@ def held_out_voices(
     held = {}
     for lang, value in (config or {}).items():
         try:
-            held[lang] = value if isinstance(value, HeldOutVoices) else HeldOutVoices(**value)
-        except (TypeError, ValueError) as err:
+            held[lang] = value if isinstance(value, HeldOutVoices) else from_entry(HeldOutVoices, value)
+        except ValueError as err:
             raise ValueError(f"heldout_voices.{lang} must be {{accents: [...], variants: [...]}}: "
                              f"{err}") from err
     return held
 
 
-def _voice_space(entry: Any) -> VoiceSpace:
-    """A VoiceSpace from a config entry that gives exactly its four fields."""
-    names = [field.name for field in fields(VoiceSpace)]
+def from_entry(cls: type[T], entry: Any) -> T:
+    """An instance of the dataclass ``cls`` from a config entry: a mapping that gives every field without
+    a default and no other key.
+
+    Raises:
+        ValueError: not a mapping, missing or unknown keys (named), or a bad value (``cls``'s own check).
+    """
+    names = [field.name for field in fields(cls)]
     if not isinstance(entry, Mapping):
         raise ValueError(f"must be a mapping of {names}, got {entry!r}")
-    missing = [name for name in names if name not in entry]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in entry]
     unknown = sorted(set(entry) - set(names))
     if missing or unknown:
         wrong = [f"{label} {keys}" for label, keys in (("missing", missing), ("unknown", unknown)) if keys]
-        raise ValueError(f"an entry gives exactly {names}: {', '.join(wrong)}")
-    return VoiceSpace(**entry)
+        raise ValueError(f"an entry gives {names} (required: {required}): {', '.join(wrong)}")
+    return cls(**entry)
 
 
 def voice_spaces(
@@ -213,7 +221,7 @@ def voice_spaces(
             continue
         entry = overrides[lang] if lang in overrides else DEFAULT_VOICES[lang]
         try:
-            spaces[lang] = entry if isinstance(entry, VoiceSpace) else _voice_space(entry)
+            spaces[lang] = entry if isinstance(entry, VoiceSpace) else from_entry(VoiceSpace, entry)
         except (TypeError, ValueError) as err:
             problems.append(f"voices.{lang}: {err}")
             continue

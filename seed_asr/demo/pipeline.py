@@ -76,7 +76,7 @@ def run_demo(cfg: DictConfig) -> Path:
                     HELDOUT_SPLIT)
         heldout_runs = []
     heldout = clock.run("eval heldout", lambda: {
-        name: eval_run(out, corpus, name, evaluate.get(name, cfg.eval_overrides), HELDOUT_SPLIT)
+        name: eval_run(out, corpus, name, evaluate.get(name, list(cfg.eval_overrides)), HELDOUT_SPLIT)
         for name in heldout_runs
     })
     sections: list[str] = []

@@ -239,7 +239,7 @@ def write_report(
             if k.startswith("wer/domain/")
         }
         _plot_bars(out / "wer_per_domain.png", domains, "sft: error rate per domain")
-        hyps = Path(final.get("hyps_file") or out / "eval_sft" / "hyps.jsonl")
+        hyps = Path(final["hyps_file"])
         accents = accent_breakdown(hyps)
         _plot_bars(out / "wer_per_voice.png", accents, "sft: error rate per voice")
         lines += [
