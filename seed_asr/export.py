@@ -48,6 +48,7 @@ from seed_asr.utils.checkpoints import (
     RUN_CHECKPOINTS,
     TOKENIZER_KEY,
     load_state_from_checkpoint,
+    stored_config,
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,7 +139,7 @@ def export_checkpoint(
     state = load_state_from_checkpoint(ckpt, checkpoint)
     if "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
         raise ValueError(f"checkpoint {ckpt} has no training config (hyper_parameters.cfg)")
-    cfg = OmegaConf.create(state["hyper_parameters"]["cfg"])
+    cfg = stored_config(state["hyper_parameters"]["cfg"])
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
     tokenizer = tokenizer_from_files(state[TOKENIZER_KEY]) if TOKENIZER_KEY in state else None
     model: nn.Module | None = None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from decoupleq.checkpoint import load_quantized
@@ -14,7 +14,13 @@ from seed_asr.artifacts.builders import build_speech_llm
 from seed_asr.artifacts.quantized import WEIGHTS, is_quantized_dir, read_meta
 from seed_asr.artifacts.serialization import cmvn_from_dict, tokenizer_from_files
 from seed_asr.data.features import Fbank, FeatureExtractor
-from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY, load_state_from_checkpoint, resolve_checkpoint
+from seed_asr.utils.checkpoints import (
+    CMVN_KEY,
+    TOKENIZER_KEY,
+    load_state_from_checkpoint,
+    resolve_checkpoint,
+    stored_config,
+)
 
 
 @dataclass
@@ -46,7 +52,7 @@ def load_speech_llm(
     """
     if is_quantized_dir(ckpt):
         meta = read_meta(ckpt)
-        cfg = OmegaConf.create(meta["cfg"])
+        cfg = stored_config(meta["cfg"])
         model = build_speech_llm(cfg.model, tokenizer_from_files(meta[TOKENIZER_KEY]))
         load_quantized(model.to(device), Path(ckpt) / WEIGHTS, backend=backend)
         features = FeatureExtractor(Fbank(), cmvn_from_dict(meta[CMVN_KEY]))
@@ -56,7 +62,7 @@ def load_speech_llm(
     missing = [k for k in (TOKENIZER_KEY, CMVN_KEY, "hyper_parameters") if k not in state]
     if missing:
         raise ValueError(f"checkpoint {ckpt} is not a speech-LLM stage checkpoint: it lacks {missing}")
-    cfg = OmegaConf.create(state["hyper_parameters"]["cfg"])
+    cfg = stored_config(state["hyper_parameters"]["cfg"])
     model = build_speech_llm(cfg.model, tokenizer_from_files(state[TOKENIZER_KEY]))
     weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     model.load_state_dict(weights)

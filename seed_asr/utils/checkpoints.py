@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from seed_asr.utils.atomic_checkpoint import find_checkpoint
@@ -36,6 +36,14 @@ EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.yaml"
 EXPORT_TOKENIZER = "tokenizer"
 EXPORT_CMVN = "cmvn.json"
+# Modules that moved: checkpoints written before name their classes (``_target_``) by the old path.
+MOVED_MODULES = {
+    "seed_asr.data.prompts": "seed_asr.text.prompts",
+    "seed_asr.data.text": "seed_asr.text.tokenizer",
+    "seed_asr.data.phonemes": "seed_asr.text.phonemes",
+    "seed_asr.data.fixed": "seed_asr.testing.fixed",
+    "seed_asr.data.synthetic": "seed_asr.testing.synthetic",
+}
 RUN_CHECKPOINTS = ("last", "best")
 CHECKPOINT_HELP = "which checkpoint of a run folder: last (the final state) or best (the best stage.monitor)"
 # Lightning wraps the LightningModule before handing it to DeepSpeed
@@ -203,3 +211,25 @@ def load_state_from_checkpoint(path: str | Path, which: str = "last") -> dict[st
     if is_zero_folder(path):
         return read_zero_folder(path)
     return _safe_load(path)
+
+
+def stored_config(raw: Any) -> DictConfig:
+    """The run config a checkpoint stored (``hyper_parameters.cfg``, or a quantized folder's ``cfg``),
+    with the ``_target_`` of every class whose module moved (``MOVED_MODULES``) renamed to its home."""
+    cfg = OmegaConf.create(raw)
+
+    def visit(node: Any) -> None:
+        if OmegaConf.is_dict(node):
+            target = node.get("_target_") if "_target_" in node else None
+            if isinstance(target, str):
+                module, _, name = target.rpartition(".")
+                if module in MOVED_MODULES:
+                    node["_target_"] = f"{MOVED_MODULES[module]}.{name}"
+            for key in node:
+                visit(node._get_node(key))
+        elif OmegaConf.is_list(node):
+            for item in node:
+                visit(item)
+
+    visit(cfg)
+    return cfg

@@ -1,10 +1,13 @@
 """``seed-asr export --llm``: the Hugging Face folder reads back through ``AutoTokenizer`` /
 ``AutoModelForCausalLM`` to the checkpoint's token ids and greedy output (English and Mandarin), a
 tokenizer that would not is refused before anything is written, a folder holding a model is not
-overwritten unless asked, and the command's stdout carries only its own line."""
+overwritten unless asked, and the command's stdout carries only its own line. Checkpoints that name
+classes by the modules they lived in before a move still load and export."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from seed_asr.models.llm import build_qwen2
 from seed_asr.testing.synthetic import synthetic_record, synthetic_wave
 from seed_asr.text.tokenizer import load_tokenizer, train_tokenizer
 from seed_asr.train import train
+from seed_asr.utils.checkpoints import MOVED_MODULES, stored_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -160,3 +164,29 @@ def test_the_command_prints_only_its_own_line_on_stdout(run: Path, tmp_path: Pat
     assert proc.stdout == f"exported {run} -> {out}\n"
     with pytest.raises(SystemExit, match="not empty.*--overwrite"):
         export_main([str(run), str(out)])
+
+
+def test_a_checkpoint_naming_classes_by_old_modules_loads_and_exports(run: Path, tmp_path: Path) -> None:
+    """Checkpoints written before a module moved (``MOVED_MODULES``) keep loading, through every reader."""
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    cfg = state["hyper_parameters"]["cfg"]
+    assert cfg["model"]["prompt"]["_target_"] == "seed_asr.text.prompts.PromptBuilder"
+    cfg["model"]["prompt"]["_target_"] = "seed_asr.data.prompts.PromptBuilder"
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    loaded = load_speech_llm(old)
+    assert loaded.cfg.model.prompt._target_ == "seed_asr.text.prompts.PromptBuilder"
+    reference = load_speech_llm(run).model
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    assert (export_checkpoint(old, tmp_path / "export") / "model.safetensors").exists()
+
+
+def test_moved_modules_name_old_paths_that_are_gone_and_new_ones_that_import() -> None:
+    for old, new in MOVED_MODULES.items():
+        assert importlib.util.find_spec(old) is None, old
+        importlib.import_module(new)
+    cfg = stored_config({"a": [{"_target_": "seed_asr.data.text.CharTokenizer", "x": 1}],
+                         "b": {"_target_": "seed_asr.models.llm.build_qwen2"}})
+    assert cfg.a[0]._target_ == "seed_asr.text.tokenizer.CharTokenizer" and cfg.a[0].x == 1
+    assert cfg.b._target_ == "seed_asr.models.llm.build_qwen2"
