@@ -9,7 +9,7 @@ export TRITON_CACHE_DIR ?= $(CURDIR)/.cache/triton
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test test-slow test-slurm test-cpu-kernels lint bench-data
+.PHONY: install demo test test-slow test-slurm test-cpu-kernels lint bench-data peers-env bench-quant
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,8 @@ test: install
 # The tests that measure a training or quantization effect, again with torch's AVX2 and its plain
 # (non-vectorised) CPU kernels forced: a verdict must not depend on which CPU runs it.
 KERNEL_SENSITIVE := tests/unit/test_rl_step.py tests/integration/test_stage_overfit.py \
-	tests/unit/test_ssl_step.py tests/decoupleq/test_dq_solver.py tests/decoupleq/test_dq_driver.py
+	tests/unit/test_ssl_step.py tests/decoupleq/test_dq_solver.py tests/decoupleq/test_dq_driver.py \
+	tests/decoupleq/test_dq_gptq_reference.py
 test-cpu-kernels: install
 	for kernels in avx2 default; do \
 		ATEN_CPU_CAPABILITY=$$kernels $(PY) -m pytest -m "not slow" -q $(KERNEL_SENSITIVE) || exit 1; \
@@ -43,6 +44,21 @@ lint: install
 
 bench-data: install
 	$(PY) scripts/bench_data.py
+
+# Other projects' quantizers for scripts/bench_quant.py: HQQ in .venv, llmcompressor (which pins its
+# own transformers) in .venv-peers.
+PEERS_VENV ?= .venv-peers
+peers-env: install
+	$(PY) -m pip install -q -c constraints.txt -e '.[peers]'
+	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt torch
+	$(PEERS_VENV)/bin/python -m pip install -q llmcompressor==0.14.0.1
+
+# decoupleQ against RTN, GPTQ, HQQ and llmcompressor's GPTQ on a 10 M-parameter Llama (BENCHMARKS.md).
+bench-quant: peers-env
+	PYTHONPATH=. $(PY) scripts/bench_quant.py --threads 2 --hidden 384 --layers 6 --steps 600 \
+		--cache .cache/bench_quant --llmcompressor-python $(PEERS_VENV)/bin/python \
+		--work-dir .cache/bench_quant/work --json bench_quant.json
 
 test-slurm: install
 	$(PY) -m pytest -m slurm -q

@@ -6,7 +6,7 @@ the torch reference otherwise), and store it with :func:`save_quantized` / :func
 Needs torch and safetensors; Triton is optional (imported only when its kernels run).
 """
 
-from decoupleq.baselines import gptq_quantize, rtn_quantize
+from decoupleq.baselines import gptq_quantize, rtn_clip_quantize, rtn_quantize
 from decoupleq.blockwise import RefineResult, refine_block
 from decoupleq.checkpoint import load_quantized, read_header, save_quantized
 from decoupleq.config import QuantConfig
@@ -19,6 +19,6 @@ from decoupleq.solver import LayerQuantizer, decoupleq_quantize, float_step, qua
 __all__ = [
     "LayerQuantizer", "LayerReport", "QuantConfig", "QuantLinear", "QuantReport", "QuantResult",
     "RefineResult", "decoupleq_quantize", "dequant_matmul", "float_step", "gptq_quantize",
-    "load_quantized", "quantize_layer", "quantize_model", "read_header", "refine_block", "rtn_quantize",
-    "save_quantized",
+    "load_quantized", "quantize_layer", "quantize_model", "read_header", "refine_block", "rtn_clip_quantize",
+    "rtn_quantize", "save_quantized",
 ]

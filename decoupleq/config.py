@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _BITS = (2, 3, 4, 8)
-_METHODS = ("decoupleq", "gptq", "rtn")
+_METHODS = ("decoupleq", "gptq", "rtn", "rtn_clip")
 _INTEGER_STEPS = ("gptq", "pgd")
 _SCALE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -20,15 +20,19 @@ class QuantConfig:
         bits: Width of the signed integer codes q in [-2^(bits-1), 2^(bits-1) - 1].
         group_size: Input columns sharing one (scale, zero); -1 means one pair per output row.
         symmetric: Force zero = 0 (W_hat = scale * q).
-        method: "decoupleq" (alternating integer/float optimisation), "gptq" or "rtn" (baselines).
+        method: "decoupleq" (alternating integer/float optimisation), or a baseline: "gptq" (the
+            IST-DASLab reference), "rtn" (round-to-nearest on min/max) or "rtn_clip" (round-to-nearest
+            with the H-weighted clip search).
         integer_step: How decoupleQ rounds with (scale, zero) fixed: "gptq" (error feedback) or "pgd".
         max_iter: Alternating iterations of decoupleQ (integer step + float step).
         early_stop_frac: Stop once fewer than this fraction of rows improve in an iteration.
         damping: Fraction of mean(diag H) added to diag H before factorising it.
         max_damping: Largest damping fraction tried when the Cholesky factorisation keeps failing.
-        clip_search: Search a clipping ratio for the min/max initialisation (H-weighted error).
-        clip_grid: Ratios of the [min, max] range tried by the clip search.
+        clip_search: Search a clipping ratio for decoupleQ's min/max initialisation (H-weighted error).
+        clip_grid: Ratios of the [min, max] range tried by the clip search (decoupleQ, "rtn_clip").
         act_order: Round columns in descending diag(H) order (GPTQ and decoupleQ's GPTQ step).
+        static_groups: GPTQ fixes every group's grid from the weights before its rounding loop (the
+            reference's static groups); False fits a group's grid when the loop reaches it.
         gptq_block: Columns processed together by the GPTQ error-feedback loop (lazy batch updates).
         pgd_steps: Adam steps of the projected-gradient integer step.
         pgd_lr: Adam learning rate of the projected-gradient integer step (in code units).
@@ -55,6 +59,7 @@ class QuantConfig:
     clip_search: bool = True
     clip_grid: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
     act_order: bool = True
+    static_groups: bool = True
     gptq_block: int = 128
     pgd_steps: int = 200
     pgd_lr: float = 0.05

@@ -1,7 +1,8 @@
 """Sequential, model-agnostic calibration: quantize a model block by block.
 
 The first block's inputs are captured once; each block then has its selected linears hooked to
-accumulate H (padding masked out), quantized group by group in a configured order, replaced by
+accumulate H (padding masked out), quantized group by group in a configured order (later groups
+calibrate through float stand-ins holding the earlier groups' dequantized weights), replaced by
 QuantLinear, optionally refined block-wise, and the calibration inputs are pushed through the
 quantized block to become the next block's inputs. Only the current block is moved to `device`.
 """
@@ -20,6 +21,7 @@ from torch import nn
 
 from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
 from decoupleq.config import QuantConfig
+from decoupleq.kernels import dequantize
 from decoupleq.nn import QuantLinear
 from decoupleq.solver import LayerQuantizer, check_weight
 
@@ -53,9 +55,14 @@ class QuantReport:
         defined = [r.error for r in self.layers.values() if not math.isnan(r.error)]
         return sum(defined) / len(defined) if defined else float("nan")
 
+    def solver_seconds(self) -> float:
+        """Seconds spent in the layer solvers (the rest of `seconds`: calibration passes, refinement)."""
+        return sum(r.seconds for r in self.layers.values())
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary."""
         return {"config": self.config.to_dict(), "seconds": self.seconds, "mean_error": self.mean_error(),
+                "solver_seconds": self.solver_seconds(),
                 "layers": {k: asdict(v) for k, v in self.layers.items()},
                 "refinement": {str(k): asdict(v) for k, v in self.refinement.items()}}
 
@@ -234,6 +241,7 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
         block.to(device)
     targets = [run_block(block, item) for item in inputs] if config.blockwise else []
     parents = {id(m): (parent, attr) for parent in block.modules() for attr, m in parent.named_children()}
+    packed: dict[str, QuantLinear] = {}
     for group in _ordered_groups(list(layers), order):
         quantizers = {name: LayerQuantizer(layers[name].weight, config, name) for name in group}
         current: dict[str, torch.Tensor | None] = {"mask": None}
@@ -249,18 +257,41 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
         for name in group:
             linear = layers[name]
             result = quantizers[name].solve(linear.weight.detach())
-            parent, attr = parents[id(linear)]
-            undo.replace(parent, attr, QuantLinear.from_linear(linear, result.q, result.scale, result.zero,
-                                                               config, backend=backend))
+            packed[name] = QuantLinear.from_linear(linear, result.q, result.scale, result.zero, config,
+                                                   backend=backend)
+            undo.replace(*parents[id(linear)], _stand_in(linear, packed[name]))
             report.layers[name] = LayerReport(name, tuple(linear.weight.shape), result.error,
                                               float(result.stats.get("seconds", 0.0)),
                                               quantizers[name].num_tokens, result.stats)
     if config.blockwise:
+        _install(packed, layers, parents)  # refinement trains the QuantLinears' scales and zeros
         report.refinement[index] = refine_block(block, inputs, targets, config, masks)
     next_inputs = [_replace_hidden(item, run_block(block, item)) for item in inputs]
+    _install(packed, layers, parents)
     if home is not None and device is not None:
         block.to(home)
     return next_inputs
+
+
+def _stand_in(linear: nn.Linear, quantized: QuantLinear) -> nn.Linear:
+    """A float linear computing what `quantized` computes (its dequantized weight, cast as its forward
+    casts it, once): the block's later calibration passes run through it instead of unpacking codes."""
+    stand_in = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None,
+                         device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        stand_in.weight.copy_(dequantize(quantized.packed, quantized.scale, quantized.zero, quantized.bits,
+                                         quantized.group_size, quantized.in_features))
+        if linear.bias is not None:
+            stand_in.bias.copy_(quantized.bias)
+    return stand_in
+
+
+def _install(packed: dict[str, QuantLinear], layers: dict[str, nn.Linear],
+             parents: dict[int, tuple[nn.Module, str]]) -> None:
+    """Put each QuantLinear where its float linear (or stand-in) was; `_Undo` still holds the original."""
+    for name, quantized in packed.items():
+        parent, attr = parents[id(layers[name])]
+        setattr(parent, attr, quantized)
 
 
 def _accumulate_hook(quantizer: LayerQuantizer, current: dict[str, torch.Tensor | None]

@@ -132,6 +132,33 @@ def group_block_errors(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor, gr
     return torch.einsum("ngi,gij,ngj->ng", d, blocks, d)
 
 
+def integer_zero_grid(w: torch.Tensor, bits: int, group_size: int, symmetric: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The round-to-nearest grid of the GPTQ reference (IST-DASLab) and llmcompressor, per group.
+
+    The range [min(w, 0), max(w, 0)] (zero always inside; [-1, 1] for an all-zero group) maps onto the
+    2^bits codes with an integer zero point, expressed here as the equivalent float ``zero`` of
+    W_hat = scale * q + zero. Symmetric: [-absmax, absmax] with zero = 0.
+
+    Returns:
+        scale, zero: (N, G) in w's dtype.
+    """
+    qmin, qmax = qrange(bits)
+    n, k = w.shape
+    wg = w.reshape(n, -1, group_width(k, group_size))
+    lo, hi = wg.amin(dim=-1).clamp(max=0), wg.amax(dim=-1).clamp(min=0)
+    if symmetric:
+        hi = torch.maximum(hi, -lo)
+        lo = -hi
+    empty = (lo == 0) & (hi == 0)
+    lo, hi = torch.where(empty, -1.0, lo), torch.where(empty, 1.0, hi)
+    scale = (hi - lo) / (qmax - qmin)
+    if symmetric:
+        return scale, torch.zeros_like(scale)
+    zero_point = torch.round(-lo / scale)  # the code (0 ... 2^bits - 1) of the value 0
+    return scale, -scale * (zero_point + qmin)
+
+
 def clip_search_init(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, symmetric: bool,
                      grid: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Min/max init with, per (row, group), the clipping ratio of `grid` minimising the H-weighted error.

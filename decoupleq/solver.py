@@ -12,20 +12,30 @@ import warnings
 
 import torch
 
-from decoupleq.baselines import gptq_quantize, initial_grid, rtn_quantize
+from decoupleq.baselines import gptq_quantize, rtn_clip_quantize, rtn_quantize
 from decoupleq.config import QuantConfig
 from decoupleq.hessian import HessianAccumulator, check_hessian, damped_factor
 from decoupleq.quantizer import (
     QuantResult,
     build_result,
+    clip_search_init,
     dequantize,
     expand_groups,
     group_width,
+    minmax_init,
     quantize_codes,
     row_errors,
     safe_scale,
 )
 from decoupleq.rounding import gptq_round, pgd_round
+
+
+def initial_grid(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """decoupleQ's starting (scale, zero) per group: min/max, clipped by the H-weighted search when
+    `config.clip_search`."""
+    if config.clip_search:
+        return clip_search_init(w, h, config.bits, config.group_size, config.symmetric, config.clip_grid)
+    return minmax_init(w, config.bits, config.group_size, config.symmetric)
 
 
 def float_step(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor, group_size: int, symmetric: bool,
@@ -146,7 +156,8 @@ def decoupleq_quantize(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) ->
     return build_result(w, h, q, scale, zero, gsz, config.scale_dtype, stats)
 
 
-_METHODS = {"rtn": rtn_quantize, "gptq": gptq_quantize, "decoupleq": decoupleq_quantize}
+_METHODS = {"rtn": rtn_quantize, "rtn_clip": rtn_clip_quantize, "gptq": gptq_quantize,
+            "decoupleq": decoupleq_quantize}
 
 
 def quantize_layer(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> QuantResult:

@@ -1,10 +1,12 @@
-"""Benchmark decoupleQ against round-to-nearest and GPTQ, all measured in this process.
+"""Benchmark decoupleQ against round-to-nearest, GPTQ and other projects' quantizers on one model.
 
-(a) trains a small Llama-architecture byte-level model on license texts found on the machine, then
-    quantizes it with each method (sequential calibration) and reports the mean per-layer relative
-    output error, held-out perplexity and wall time;
+(a) trains a Llama-architecture byte-level model on license texts found on the machine (or loads it from
+    `--cache`), then quantizes it with each method and calibration (MODEL_METHODS) and reports the mean
+    per-layer relative output error, held-out perplexity, wall time and the solvers' share of it; the
+    peers of `quant_peers.py` (HQQ when installed, llmcompressor's GPTQ with `--llmcompressor-python`)
+    quantize the same model and are scored by the same perplexity;
 (b) quantizes the trained model's linear layers one by one on their full-precision inputs (same H for
-    every method) plus a larger synthetic layer with correlated heavy-tailed inputs;
+    every method, HQQ included) plus a larger synthetic layer with correlated heavy-tailed inputs;
 (c) measures the peak memory of decoupleQ's group-wise float step against the dense N x G x K
     formulation, on CPU (peak RSS of a fresh subprocess) and on CUDA when available.
 
@@ -20,16 +22,19 @@ import math
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import torch
+from quant_peers import hqq_available, hqq_model_weights, hqq_weight, llmcompressor_weights
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from decoupleq import LayerQuantizer, QuantConfig, quantize_layer, quantize_model
+from decoupleq.quantizer import relative_output_error
 from decoupleq.solver import float_step
 
 TEXT_GLOBS = ("/usr/share/common-licenses/*", "/usr/lib/python3*/LICENSE.txt")
 SETTINGS = {"W2 g64": (2, 64), "W2 per-ch": (2, -1), "W3 g64": (3, 64), "W4 g64": (4, 64)}
-METHODS = ("rtn", "gptq", "decoupleq", "decoupleq+bw")
 ORDER = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], ["down_proj"]]
 
 
@@ -103,45 +108,74 @@ def calibration(tokens: torch.Tensor, count: int, seq: int, device: str) -> list
     return batches
 
 
-def config_for(method: str, bits: int, group: int) -> QuantConfig:
-    if method == "decoupleq+bw":
-        return QuantConfig(bits=bits, group_size=group, method="decoupleq", blockwise=True, lr=1e-4, epochs=4)
+# part (a) rows: label -> (QuantConfig.method, block-wise refinement, calibration). Sequential
+# calibration quantizes a block's linears group by group (ORDER), later groups seeing the quantized
+# earlier ones; parallel calibrates all of a block's linears in one pass (llmcompressor's way). Blocks
+# always receive the outputs of the quantized blocks before them.
+MODEL_METHODS = {
+    "rtn": ("rtn", False, "parallel"),
+    "rtn_clip": ("rtn_clip", False, "parallel"),
+    "gptq": ("gptq", False, "sequential"),
+    "gptq parallel": ("gptq", False, "parallel"),
+    "decoupleq": ("decoupleq", False, "sequential"),
+    "decoupleq+bw": ("decoupleq", True, "sequential"),
+}
+LAYER_METHODS = ("rtn", "rtn_clip", "gptq", "gptq dynamic", "decoupleq")  # part (b)
+
+
+def config_for(method: str, bits: int, group: int, blockwise: bool = False) -> QuantConfig:
+    """The benchmark's QuantConfig of `method` ("gptq dynamic": GPTQ without static groups)."""
+    if method == "gptq dynamic":
+        return QuantConfig(bits=bits, group_size=group, method="gptq", static_groups=False)
+    if blockwise:
+        return QuantConfig(bits=bits, group_size=group, method=method, blockwise=True, lr=1e-4, epochs=4)
     return QuantConfig(bits=bits, group_size=group, method=method)
 
 
-def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.Namespace, out: dict) -> None:
+def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.Namespace, out: dict,
+           peer_weights: dict[str, dict[str, tuple[dict[str, torch.Tensor], float]]]) -> None:
+    """Whole-model quantization, every method from the same trained state; the peers' weights are loaded
+    (their mean layer error is not measured on the sequential inputs: see part (b) for HQQ's)."""
     ref = build_model(args.hidden, args.layers)
     ref.load_state_dict(state)
     ref.to(args.device)
     ppl_fp = perplexity(ref, held, args.seq, args.device)
     out["fp32_ppl"] = ppl_fp
-    print(f"\n(a) sequential quantization of the trained model; fp32 held-out perplexity {ppl_fp:.3f}")
-    print(f"{'setting':10s} {'method':13s} {'mean err':>9s} {'err/GPTQ':>9s} {'ppl':>8s} {'dppl/GPTQ':>10s} "
-          f"{'time s':>7s} {'t/GPTQ':>7s}")
+    print(f"\n(a) whole-model quantization of the trained model; fp32 held-out perplexity {ppl_fp:.3f}")
+    print(f"{'setting':10s} {'method':20s} {'mean err':>9s} {'err/GPTQ':>9s} {'ppl':>8s} {'dppl/GPTQ':>10s} "
+          f"{'time s':>7s} {'solver s':>8s} {'t/GPTQ':>7s}")
     for setting, (bits, group) in SETTINGS.items():
         rows = {}
-        for method in METHODS:
+        for label, (method, blockwise, calibration) in MODEL_METHODS.items():
             model = build_model(args.hidden, args.layers)
             model.load_state_dict(state)
             model.to(args.device).eval()
-            config = config_for(method, bits, group)
-            report = quantize_model(model, lambda m=model: m.model.layers, batches, config, order=ORDER,
-                                    device=args.device)
-            rows[method] = {"mean_error": report.mean_error(), "seconds": report.seconds,
-                            "ppl": perplexity(model, held, args.seq, args.device),
-                            "refinement": {k: [v.loss_before, v.loss_after]
-                                           for k, v in report.refinement.items()}}
+            report = quantize_model(model, lambda m=model: m.model.layers, batches,
+                                    config_for(method, bits, group, blockwise),
+                                    order=ORDER if calibration == "sequential" else None, device=args.device)
+            rows[label] = {"mean_error": report.mean_error(), "seconds": report.seconds,
+                           "solver_seconds": report.solver_seconds(), "calibration": calibration,
+                           "ppl": perplexity(model, held, args.seq, args.device),
+                           "refinement": {k: [v.loss_before, v.loss_after]
+                                          for k, v in report.refinement.items()}}
+        for label, (weights, seconds) in peer_weights.get(setting, {}).items():
+            model = build_model(args.hidden, args.layers)
+            model.load_state_dict({**state, **weights})
+            model.to(args.device).eval()
+            rows[label] = {"mean_error": float("nan"), "seconds": seconds, "solver_seconds": float("nan"),
+                           "ppl": perplexity(model, held, args.seq, args.device)}
         gptq = rows["gptq"]
-        for method, r in rows.items():
+        for label, r in rows.items():
             r["error_vs_gptq"] = r["mean_error"] / gptq["mean_error"]
             # The ratio of perplexity increases is meaningless when GPTQ's increase is within noise.
             gptq_increase = gptq["ppl"] - ppl_fp
             r["dppl_vs_gptq"] = (r["ppl"] - ppl_fp) / gptq_increase if gptq_increase > 1e-3 * ppl_fp \
                 else float("nan")
             r["time_vs_gptq"] = r["seconds"] / gptq["seconds"]
-            print(f"{setting:10s} {method:13s} {r['mean_error']:9.4f} {r['error_vs_gptq']:9.3f} "
-                  f"{r['ppl']:8.3f} {r['dppl_vs_gptq']:10.3f} {r['seconds']:7.2f} {r['time_vs_gptq']:7.2f}")
-        out["sequential"][setting] = rows
+            print(f"{setting:10s} {label:20s} {r['mean_error']:9.4f} {r['error_vs_gptq']:9.3f} "
+                  f"{r['ppl']:8.3f} {r['dppl_vs_gptq']:10.3f} {r['seconds']:7.2f} {r['solver_seconds']:8.2f} "
+                  f"{r['time_vs_gptq']:7.2f}")
+        out["whole_model"][setting] = rows
 
 
 def layer_hessians(model: nn.Module, batches: list[dict]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -174,23 +208,29 @@ def synthetic_layer(n: int, k: int, tokens: int, device: str) -> tuple[torch.Ten
 def part_b(layers: dict[str, tuple[torch.Tensor, torch.Tensor]], args: argparse.Namespace, out: dict) -> None:
     print(f"\n(b) per-layer quantization on full-precision inputs ({len(layers) - 1} trained layers + "
           "1 synthetic)")
-    print(f"{'setting':10s} {'layers':10s} {'method':10s} {'mean err':>9s} {'err/GPTQ':>9s} {'time s':>7s} "
+    print(f"{'setting':10s} {'layers':10s} {'method':13s} {'mean err':>9s} {'err/GPTQ':>9s} {'time s':>7s} "
           f"{'t/GPTQ':>7s}")
     synthetic = {k: v for k, v in layers.items() if k.startswith("synthetic")}
     trained = {k: v for k, v in layers.items() if not k.startswith("synthetic")}
     for setting, (bits, group) in SETTINGS.items():
         for label, subset in (("trained", trained), ("synthetic", synthetic)):
             rows = {}
-            for method in METHODS[:3]:
-                config = QuantConfig(bits=bits, group_size=group, method=method)
+            for method in LAYER_METHODS:
+                config = config_for(method, bits, group)
                 start = time.perf_counter()
                 errors = [quantize_layer(w, h, config).error for w, h in subset.values()]
                 seconds = time.perf_counter() - start
                 rows[method] = {"mean_error": sum(errors) / len(errors), "seconds": seconds}
+            if hqq_available():
+                start = time.perf_counter()
+                errors = [relative_output_error(w.double(), hqq_weight(w, bits, group).double(), h)
+                          for w, h in subset.values()]
+                rows["hqq"] = {"mean_error": sum(errors) / len(errors),
+                               "seconds": time.perf_counter() - start}
             for method, r in rows.items():
                 r["error_vs_gptq"] = r["mean_error"] / rows["gptq"]["mean_error"]
                 r["time_vs_gptq"] = r["seconds"] / rows["gptq"]["seconds"]
-                print(f"{setting:10s} {label:10s} {method:10s} {r['mean_error']:9.4f} "
+                print(f"{setting:10s} {label:10s} {method:13s} {r['mean_error']:9.4f} "
                       f"{r['error_vs_gptq']:9.3f} {r['seconds']:7.2f} {r['time_vs_gptq']:7.2f}")
             out["per_layer"].setdefault(setting, {})[label] = rows
 
@@ -290,6 +330,41 @@ def part_c(args: argparse.Namespace, out: dict) -> None:
         out["cuda_4096x11008_w2g64"] = {m: {"seconds": t, "error": e} for m, (t, e) in times.items()}
 
 
+def peer_weights(model: nn.Module, batches: list[dict], args: argparse.Namespace
+                 ) -> dict[str, dict[str, tuple[dict[str, torch.Tensor], float]]]:
+    """setting -> peer label -> (the peer's quantized decoder-layer weights by state-dict name, seconds)."""
+    peers: dict[str, dict[str, tuple[dict[str, torch.Tensor], float]]] = {}
+    for setting, (bits, group) in SETTINGS.items():
+        peers[setting] = {}
+        if hqq_available():
+            start = time.perf_counter()
+            weights = hqq_model_weights(model.model.layers, "model.layers", bits, group)
+            peers[setting]["hqq"] = weights, time.perf_counter() - start
+        if args.llmcompressor_python:
+            peers[setting]["gptq llmcompressor"] = llmcompressor_weights(
+                args.llmcompressor_python, model, batches, bits, group, Path(args.work_dir))
+    return peers
+
+
+def trained_model(tokens: torch.Tensor, args: argparse.Namespace, out: dict) -> nn.Module:
+    """The benchmark's model: trained here, or loaded from `--cache` when it holds the same recipe."""
+    model = build_model(args.hidden, args.layers)
+    cache = Path(args.cache) / f"llama_h{args.hidden}_l{args.layers}_s{args.steps}_q{args.seq}.safetensors" \
+        if args.cache else None
+    print(f"a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter Llama on "
+          f"{tokens.numel()} bytes of text ({args.steps} steps)")
+    if cache is not None and cache.exists():
+        model.load_state_dict(load_file(cache))
+        print(f"  loaded from {cache}")
+        return model.to(args.device).eval()
+    out["train_seconds"] = train(model, tokens, args.steps, args.seq, 16, args.device)
+    print(f"  trained in {out['train_seconds']:.0f} s")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, cache)
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -302,23 +377,23 @@ def main() -> None:
     parser.add_argument("--synthetic", default="1024x2048", help="N x K of the synthetic layer in (b)")
     parser.add_argument("--parts", default="abc")
     parser.add_argument("--text", nargs="+", default=list(TEXT_GLOBS), help="globs of the text files")
+    parser.add_argument("--cache", default=None, help="folder keeping trained models between runs")
+    parser.add_argument("--llmcompressor-python", default=None,
+                        help="python of an environment with llmcompressor (make peers-env): adds its GPTQ")
+    parser.add_argument("--work-dir", default="bench_quant_work", help="files exchanged with the peers")
     parser.add_argument("--json", default="bench_quant.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out: dict = {"args": vars(args), "sequential": {}, "per_layer": {}}
+    out: dict = {"args": vars(args), "whole_model": {}, "per_layer": {}}
     if "a" in args.parts or "b" in args.parts:
         train_tokens, held = load_text(args.text)
-        model = build_model(args.hidden, args.layers)
-        print(f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter Llama on "
-              f"{train_tokens.numel()} bytes of text ({args.steps} steps)")
-        out["train_seconds"] = train(model, train_tokens, args.steps, args.seq, 16, args.device)
-        print(f"  trained in {out['train_seconds']:.0f} s")
+        model = trained_model(train_tokens, args, out)
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         batches = calibration(train_tokens, args.calib, args.seq, args.device)
         if "a" in args.parts:
-            part_a(state, held, batches, args, out)
+            part_a(state, held, batches, args, out, peer_weights(model, batches, args))
         if "b" in args.parts:
             layers = layer_hessians(model, batches)
             n, k = (int(v) for v in args.synthetic.split("x"))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from decoupleq.config import QuantConfig
-from decoupleq.driver import quantize_model
+from decoupleq.driver import _stand_in, quantize_model
 from decoupleq.nn import QuantLinear
 from decoupleq.solver import LayerQuantizer
 
@@ -165,3 +165,17 @@ def test_blocks_may_be_a_module_list():
     blocks = nn.ModuleList(model)
     report = quantize_model(model, blocks, [torch.randn(8, 64)], QuantConfig(bits=4, group_size=32))
     assert set(report.layers) == {"0.0", "0.2", "1.0", "1.2"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_calibration_stand_ins_compute_what_the_quantized_layer_computes(dtype):
+    """Later groups calibrate through a float linear holding the dequantized weight: its outputs must be
+    those of the QuantLinear that finally replaces it (bit for bit, in the model's dtype)."""
+    gen = torch.Generator().manual_seed(0)
+    linear = nn.Linear(96, 40).to(dtype)
+    q = torch.randint(-2, 2, (40, 96), generator=gen)
+    scale, zero = torch.rand(40, 3, generator=gen) / 10, torch.randn(40, 3, generator=gen) / 10
+    quantized = QuantLinear.from_linear(linear, q, scale, zero, (2, 32), backend="torch")
+    x = torch.randn(5, 7, 96, generator=gen).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(_stand_in(linear, quantized)(x), quantized(x))
