@@ -27,7 +27,8 @@ class QuantSpec:
             encoder's subsampling are never inside these blocks: they stay in full precision.
         include: Regexes over full linear names (e.g. ``llm.model.layers.0.mlp.up_proj``); empty: all.
         exclude: Regexes of linears kept in full precision.
-        order: Groups of name regexes quantized one after another within a block.
+        order: Groups of name regexes quantized one after another within a block (sequential
+            calibration); empty: all of a block's linears from one pass (parallel).
         calib_batches: Training batches used for calibration.
     """
 
