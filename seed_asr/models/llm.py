@@ -86,7 +86,8 @@ def _init_partitioned(model: PreTrainedModel, module: torch.nn.Module) -> None:
 
 
 def load_causal_lm(tokenizer: PreTrainedTokenizerBase, path: str, dtype: str = "float32") -> PreTrainedModel:
-    """A pretrained causal LM from a local folder (no download is attempted).
+    """A pretrained causal LM from a local folder (no download is attempted), in training mode as any
+    freshly built module (the speech LLM is put in eval mode for decoding).
 
     Args:
         tokenizer: the tokenizer used with it (normally loaded from the same folder).
@@ -101,7 +102,7 @@ def load_causal_lm(tokenizer: PreTrainedTokenizerBase, path: str, dtype: str = "
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but the LLM at {path!r} embeds only {n_embed}"
         )
-    return model
+    return model.train()  # from_pretrained returns eval mode; a built module trains (dropout, LoRA dropout)
 
 
 def apply_lora(

@@ -14,6 +14,33 @@ from transformers import PreTrainedTokenizerBase
 
 PROMPT_MARKERS = ("<|history|>", "<|keywords|>", "<|title|>", "<|speech|>", "<|transcript|>")
 AUDIO_FIELD = "{audio}"
+CHAT_TEMPLATE_CHOICES = ("auto", "always", "never")
+_FIELDS = ("context", "instruction", "audio")
+
+
+def chat_prompt_template(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A prompt template made from the tokenizer's chat template: one user turn holding
+    ``{context}{instruction}{audio}``, then the opening of the assistant's turn (the transcript).
+
+    Braces the chat template itself writes are escaped, so only the three fields are formatted.
+
+    Raises:
+        ValueError: the tokenizer has no chat template, or it drops one of the fields.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} ({tokenizer.name_or_path!r}) has no "
+                         "chat template")
+    marks = {name: f"\x00{name}\x00" for name in _FIELDS}
+    user = "".join(marks.values())
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+    if not all(rendered.count(mark) == 1 for mark in marks.values()):
+        raise ValueError(f"the chat template of {tokenizer.name_or_path!r} does not keep the user's text as "
+                         "it is: set the model's prompt.template instead (prompt.chat_template=never)")
+    rendered = rendered.replace("{", "{{").replace("}", "}}")
+    for name, mark in marks.items():
+        rendered = rendered.replace(mark, "{" + name + "}")
+    return rendered
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,9 @@ class PromptBuilder:
         tokenizer: the LLM's tokenizer.
         instruction: task text, e.g. "Transcribe the speech.".
         template: the prompt up to the transcript; `{audio}` marks where audio tokens go.
+        chat_template: "auto" builds the template from the tokenizer's chat template when it has one
+            (`chat_prompt_template`: a pretrained chat LLM hears the prompt in its own format) and
+            uses `template` otherwise; "always" requires a chat template; "never" uses `template`.
         history_template: how dialogue history is shown (`{history}` field); empty history -> nothing.
         keywords_template: how hot words are shown (`{keywords}` field); no keywords -> nothing.
         title_template: how a title / description is shown (`{title}` field); no title -> nothing.
@@ -57,6 +87,7 @@ class PromptBuilder:
         tokenizer: PreTrainedTokenizerBase,
         instruction: str = "Transcribe the speech.",
         template: str = "{context}{instruction}<|speech|>{audio}<|transcript|>",
+        chat_template: str = "auto",
         history_template: str = "<|history|>{history}",
         keywords_template: str = "<|keywords|>{keywords}",
         title_template: str = "<|title|>{title}",
@@ -65,6 +96,12 @@ class PromptBuilder:
         max_context_tokens: int = 128,
         add_bos: bool = True,
     ) -> None:
+        if chat_template not in CHAT_TEMPLATE_CHOICES:
+            raise ValueError(f"prompt chat_template must be one of {list(CHAT_TEMPLATE_CHOICES)}, "
+                             f"got {chat_template!r}")
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if chat_template == "always" or (chat_template == "auto" and has_chat):
+            template = chat_prompt_template(tokenizer)
         if template.count(AUDIO_FIELD) != 1:
             raise ValueError(f"prompt template must contain {AUDIO_FIELD} exactly once: {template!r}")
         if tokenizer.eos_token_id is None:
@@ -78,7 +115,10 @@ class PromptBuilder:
         self.keyword_separator = keyword_separator
         self.history_separator = history_separator
         self.max_context_tokens = max_context_tokens
-        self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+        # A chat template that writes the bos token itself gets no second one.
+        writes_bos = bool(tokenizer.bos_token) and template.startswith(tokenizer.bos_token)
+        self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None \
+            and not writes_bos else []
         self.eos_id: int = tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:

@@ -215,8 +215,13 @@ def load_state_from_checkpoint(path: str | Path, which: str = "last") -> dict[st
 
 def stored_config(raw: Any) -> DictConfig:
     """The run config a checkpoint stored (``hyper_parameters.cfg``, or a quantized folder's ``cfg``),
-    with the ``_target_`` of every class whose module moved (``MOVED_MODULES``) renamed to its home."""
+    read as the current code reads configs: the ``_target_`` of every class whose module moved
+    (``MOVED_MODULES``) renamed to its home, and a prompt stored before chat templates were read
+    (no ``chat_template`` key) kept on its own template."""
     cfg = OmegaConf.create(raw)
+    prompt = OmegaConf.select(cfg, "model.prompt")
+    if prompt is not None and "chat_template" not in prompt:
+        prompt.chat_template = "never"
 
     def visit(node: Any) -> None:
         if OmegaConf.is_dict(node):

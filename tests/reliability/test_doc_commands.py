@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from seed_asr import cli
 from seed_asr.cli import VERBS
 from seed_asr.config import compose_config
+from seed_asr.testing.pretrained import write_pretrained_llm
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "slurm" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -61,6 +62,7 @@ FRAGMENTS = {"sbatch --signal=USR1@300": "an sbatch option added to the template
 PROGRAMS = {"seed-asr", "python", "srun", "sbatch", "make", *NOT_RUN}
 GPU_SCRIPTS = {"scripts/bench_kernels.py"}  # time GPU kernels: their --help lists each flag
 RUN = "runs/sft"  # the run folder the README's training chain ends with
+PRETRAINED_LLM = "models/my-llm"  # the local LLM folder of the README's pretrained-LLM command
 PLACEHOLDERS = {
     "verb": list(VERBS), "run": [RUN], "run or .ckpt": [RUN], "float ckpt": [RUN], "ckpt": [RUN],
     "out": ["exported"], "name": ["w2g64"],
@@ -365,11 +367,13 @@ def test_corpus_and_shards_commands_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_readme_training_chain_and_the_commands_that_take_its_run(tmp_path: Path) -> None:
-    """README: the corpus, its training commands in order (debug=tiny; the last resumes runs/sft), then
-    eval, quantize, transcribe and export of the commands table on runs/sft."""
+    """README: the corpus, its training commands in order (debug=tiny; runs/sft is resumed; a stand-in
+    pretrained LLM is in its folder), then eval, quantize, transcribe and export of the commands table on
+    runs/sft."""
     readme = [c for c in COMMANDS if c.where.startswith("README.md:")]
     corpus = next(words for _, words in runs_of(("corpus",), readme) if "out_dir=data/corpus" in words)
     run([*corpus, "num_utterances=160"], tmp_path)  # the lm stage: 2 batches of 64 transcripts
+    write_pretrained_llm(tmp_path / PRETRAINED_LLM, ["call anna now", "打电话给安娜"], steps=2)
     for _, words in runs_of(("train",), [c for c in readme if c.fenced]):
         run(words, tmp_path)
     starts = [json.loads(line) for line in (tmp_path / RUN / "starts.jsonl").read_text().splitlines()]

@@ -190,3 +190,11 @@ def test_moved_modules_name_old_paths_that_are_gone_and_new_ones_that_import() -
                          "b": {"_target_": "seed_asr.models.llm.build_qwen2"}})
     assert cfg.a[0]._target_ == "seed_asr.text.tokenizer.CharTokenizer" and cfg.a[0].x == 1
     assert cfg.b._target_ == "seed_asr.models.llm.build_qwen2"
+
+
+def test_a_prompt_stored_before_chat_templates_keeps_its_own_template() -> None:
+    """A model trained with `template` must hear the same prompt after reload, even when its tokenizer
+    has a chat template (which `chat_template: auto` would otherwise take)."""
+    assert stored_config({"model": {"prompt": {"template": "{audio}"}}}).model.prompt.chat_template == "never"
+    kept = {"model": {"prompt": {"template": "{audio}", "chat_template": "auto"}}}
+    assert stored_config(kept).model.prompt.chat_template == "auto"

@@ -86,3 +86,32 @@ def test_decode_cuts_at_eos_and_bad_templates_are_named(tok):
     assert builder.decode(ids) == "play some music"
     with pytest.raises(ValueError, match="exactly once"):
         PromptBuilder(tok, template="{instruction}")
+
+
+CHAT = ("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant] {json: {}}{% endif %}")
+
+
+def test_a_chat_template_gives_the_prompt_its_format():
+    tok = tiny_tokenizer()
+    tok.chat_template = CHAT
+    builder = PromptBuilder(tok, instruction="Transcribe.")
+    ids = builder.build({"keywords": ["Ilse"]}, None)
+    before = tok.decode(ids.before_audio)
+    # the template writes bos itself; its own braces are text, not fields
+    assert before == "<|endoftext|>[user]<|keywords|>IlseTranscribe."
+    assert tok.decode(ids.after_audio) == "[assistant] {json: {}}"
+    plain = PromptBuilder(tok, instruction="Transcribe.", chat_template="never")
+    assert tok.decode(plain.build(None, None).before_audio) == "<|endoftext|>Transcribe.<|speech|>"
+
+
+def test_chat_template_choices_and_unusable_templates_are_named():
+    tok = tiny_tokenizer()
+    assert PromptBuilder(tok, chat_template="auto").after_template == "<|transcript|>"  # none: `template`
+    with pytest.raises(ValueError, match="has no chat template"):
+        PromptBuilder(tok, chat_template="always")
+    with pytest.raises(ValueError, match="chat_template must be one of"):
+        PromptBuilder(tok, chat_template="yes")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}"
+    with pytest.raises(ValueError, match="does not keep the user's text"):
+        PromptBuilder(tok)
