@@ -1,6 +1,6 @@
 """Context SFT end to end on a tiny corpus of dialogues: sft -> context_sft (validation with context
 and keyword recall) -> the context measurement grid (eval context modes, joint beam) -> transcribe
-with hot words."""
+with hot words -> the copying measurement (where the hot word sits, attention on it, its loss)."""
 
 from __future__ import annotations
 
@@ -9,65 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import webdataset as wds
+import torch
+from dialogues import write_dialogue_corpus
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from seed_asr.artifacts.loading import load_speech_llm
 from seed_asr.config import CONF_DIR, compose_config
-from seed_asr.data.audio import SAMPLE_RATE, encode_flac
+from seed_asr.data.audio import SAMPLE_RATE
 from seed_asr.data.contexts import check_fractions, keyword_occurs
 from seed_asr.decoding.joint import JointConfig
 from seed_asr.decoding.recognize import DecodingConfig
 from seed_asr.demo.context import context_report_lines, measure_context
+from seed_asr.demo.copying import locate, measure_copying, split_batches
 from seed_asr.testing.synthetic import synthetic_wave
 from seed_asr.text.prompts import PromptBuilder
 from seed_asr.train import train
 from seed_asr.transcribe import main as transcribe_main
 
-NAMES = ["Okonkwo", "Brandvold", "Anneliese", "Vasquez", "Ilse", "Tromso", "Marguerite", "Halvorsen"]
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def write_split(folder: Path, split: str, dialogues: int, seed: int) -> None:
-    """Dialogues of 3 turns "call <name>" with history and hot words (entity + 2 distractors)."""
-    rng = np.random.default_rng(seed)
-    (folder / split).mkdir(parents=True)
-    with wds.TarWriter(str(folder / split / "shard-000000.tar")) as writer:
-        for d in range(dialogues):
-            history = ""
-            for turn in range(3):
-                name, *others = rng.permutation(NAMES)[:3].tolist()
-                text = f"call {name} now"
-                seconds = float(rng.uniform(0.8, 1.5))
-                record = {
-                    "text": text,
-                    "lang": "en",
-                    "domain": "contacts",
-                    "speaker": "tone",
-                    "duration": seconds,
-                    "dialogue": f"{split}{d}",
-                    "context": {"history": history, "keywords": [name, *others], "entities": [name]},
-                }
-                wave = synthetic_wave(rng, seconds)
-                writer.write(
-                    {
-                        "__key__": f"{split}{d}-{turn}",
-                        "flac": encode_flac(wave, SAMPLE_RATE),
-                        "json": json.dumps(record).encode(),
-                    }
-                )
-                history = text
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("corpus")
-    for split, dialogues, seed in (("train", 8, 0), ("dev", 2, 1), ("test", 3, 2)):
-        write_split(folder, split, dialogues, seed)
-    return folder
+    return write_dialogue_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def run_stage(stage: str, corpus: Path, run: Path, init_from: Path | None = None) -> dict[str, float]:
@@ -184,3 +150,31 @@ def test_eval_config_composes_inside_another_hydra_app(tmp_path):
         assert compose(config_name="train").stage.name == "sft"  # the outer app's Hydra still works
     assert cfg.context_mode == "irrelevant" and cfg.decoding.method == "joint_beam"
     assert cfg.paths.output_dir == str(tmp_path)
+
+
+def test_copying_measurement_finds_the_entity_in_prompt_and_transcript(runs, corpus, tmp_path):
+    """The positions the copying measurement reads hold the entity's keyword tokens (prompt) and the
+    tokens predicted from its queries are the entity's transcript tokens; its figures are well formed."""
+    loaded = load_speech_llm(runs["context_sft"])
+    model = loaded.model
+    context = {"history": "call Ilse now", "keywords": ["Vasquez", "Okonkwo", "Ilse"],
+               "entities": ["Okonkwo"]}
+    text, n_audio = "call Okonkwo now", 7
+    samples, counts = locate(model, context, text, n_audio)
+    assert counts == {"listed": 1, "survived": 1, "located": 1} and len(samples) == 1
+    ids = model.prompt.build(context, text)
+    row = [*ids.before_audio, *[model.tokenizer.pad_token_id] * n_audio, *ids.after_audio, *ids.target]
+    decode = lambda positions: model.tokenizer.decode([row[p] for p in positions])  # noqa: E731
+    assert decode(samples[0].match) == "Okonkwo"
+    assert decode([q + 1 for q in samples[0].queries]) == "Okonkwo"
+    assert decode(samples[0].others) == "VasquezIlse"
+    tight = {**context, "keywords": ["Vasquez", "Ilse", "Okonkwo"]}
+    model.prompt.max_context_tokens = len(model.prompt.encode("<|keywords|>Vasquez, Ilse"))
+    assert locate(model, tight, text, n_audio)[1] == {"listed": 1, "survived": 0, "located": 0}
+
+    model.prompt.max_context_tokens = 64
+    result = measure_copying(loaded, split_batches(loaded, str(corpus), "val", tmp_path), max_utts=4)
+    assert result["utterances"] == 4 and result["listed"] == 4 and result["survived_share"] == 1.0
+    match = torch.tensor(result["attention_match"])
+    assert match.shape == (2, 4) and ((match >= 0) & (match <= 1)).all()
+    assert all(v > 0 for v in result["nll"].values())
