@@ -54,7 +54,7 @@ peers-env: install
 	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt torch
 	$(PEERS_VENV)/bin/python -m pip install -q llmcompressor==0.14.0.1
 
-# decoupleQ against RTN, GPTQ, HQQ and llmcompressor's GPTQ on a 10 M-parameter Llama (BENCHMARKS.md).
+# decoupleQ against RTN, GPTQ, HQQ and llmcompressor's GPTQ on a 9.3 M-parameter Llama (BENCHMARKS.md).
 bench-quant: peers-env
 	PYTHONPATH=. $(PY) scripts/bench_quant.py --threads 2 --hidden 384 --layers 6 --steps 600 \
 		--cache .cache/bench_quant --llmcompressor-python $(PEERS_VENV)/bin/python \

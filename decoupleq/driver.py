@@ -21,7 +21,6 @@ from torch import nn
 
 from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
 from decoupleq.config import QuantConfig
-from decoupleq.kernels import dequantize
 from decoupleq.nn import QuantLinear
 from decoupleq.solver import LayerQuantizer, check_weight
 
@@ -279,8 +278,7 @@ def _stand_in(linear: nn.Linear, quantized: QuantLinear) -> nn.Linear:
     stand_in = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None,
                          device=linear.weight.device, dtype=linear.weight.dtype)
     with torch.no_grad():
-        stand_in.weight.copy_(dequantize(quantized.packed, quantized.scale, quantized.zero, quantized.bits,
-                                         quantized.group_size, quantized.in_features))
+        stand_in.weight.copy_(quantized.dequantized_weight())
         if linear.bias is not None:
             stand_in.bias.copy_(quantized.bias)
     return stand_in

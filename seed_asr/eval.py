@@ -29,14 +29,16 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seed_asr.artifacts.loading import load_speech_llm, pick_device
+from seed_asr.artifacts.loading import LoadedModel, load_speech_llm, pick_device
 from seed_asr.data.cmvn import CmvnStats, save_cmvn
 from seed_asr.data.contexts import irrelevant_contexts
 from seed_asr.data.records import iter_records
@@ -85,6 +87,27 @@ def duration_limits(cfg: DictConfig, encoder: Any, frame_shift_s: float) -> dict
     return {"min_duration": min_duration, "max_duration": max_duration, "max_batch_seconds": budget}
 
 
+def eval_batches(cfg: DictConfig, loaded: LoadedModel, shards: Any, device: torch.device,
+                 skipped: list[dict[str, str]]) -> Iterator[dict[str, Any]]:
+    """The batches of ``shards`` that hold usable utterances, with features, on ``device``: the data config
+    of ``cfg`` with the model's own CMVN (written to the output folder) and the eval duration limits;
+    the utterances skipped on the way are appended to ``skipped``."""
+    out = Path(cfg.paths.output_dir)
+    cmvn = loaded.features.cmvn  # the CMVN the model was trained with, whatever the data config says
+    cmvn_path = save_cmvn(CmvnStats(cmvn.mean.cpu(), 1.0 / cmvn.inv_std.cpu(), 0, 0), out / "cmvn.json")
+    limits = duration_limits(cfg, loaded.model.encoder, loaded.model.frame_shift_s)
+    datamodule = instantiate(
+        cfg.data, test_shards=shards, cmvn_path=str(cmvn_path), output_dir=str(out), **limits
+    )
+    datamodule.setup("test")
+    for batch in datamodule.test_dataloader():
+        skipped += batch["skipped"]
+        if batch["keys"]:
+            yield datamodule.on_after_batch_transfer(
+                {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}, 0
+            )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Decode every usable utterance of the chosen shards and score it; name and count the others.
 
@@ -95,15 +118,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     loaded = load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
-    # the CMVN the model was trained with, whatever the data config says
-    cmvn = loaded.features.cmvn
-    cmvn_path = save_cmvn(CmvnStats(cmvn.mean.cpu(), 1.0 / cmvn.inv_std.cpu(), 0, 0), out / "cmvn.json")
     shards = cfg.shards or cfg.data[f"{cfg.split}_shards"]
-    limits = duration_limits(cfg, loaded.model.encoder, loaded.model.frame_shift_s)
-    datamodule = instantiate(
-        cfg.data, test_shards=shards, cmvn_path=str(cmvn_path), output_dir=str(out), **limits
-    )
-    datamodule.setup("test")
     mode = context_mode(cfg)
     prompt_contexts = _PromptContexts(mode, shards, int(cfg.get("context_seed", 0)))
     decoding = DecodingConfig(**cfg.decoding, use_context=mode != "none")
@@ -112,13 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     skipped: list[dict[str, str]] = []
     partial = {name: out / f".{name}.partial" for name in ("hyps.jsonl", "results.json")}
     with partial["hyps.jsonl"].open("w", encoding="utf-8") as hyp_file:
-        for batch in datamodule.test_dataloader():
-            skipped += batch["skipped"]
-            if not batch["keys"]:
-                continue
-            batch = datamodule.on_after_batch_transfer(
-                {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}, 0
-            )
+        for batch in eval_batches(cfg, loaded, shards, device, skipped):
             contexts = prompt_contexts(batch["keys"], batch["metas"])
             hyps = transcripts(loaded.model, batch, decoding, contexts)
             rows = zip(batch["keys"], hyps, batch["texts"], batch["metas"], contexts, strict=True)

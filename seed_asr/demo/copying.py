@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
 from seed_asr.artifacts.loading import LoadedModel, load_speech_llm, pick_device
 from seed_asr.config import compose_config
-from seed_asr.data.cmvn import CmvnStats, save_cmvn
+from seed_asr.eval import eval_batches
 from seed_asr.losses.cross_entropy import IGNORE_INDEX
+from seed_asr.text.prompts import PromptIds
 
 
 @dataclass
@@ -51,17 +51,29 @@ def _offsets(tokenizer: Any, text: str, ids: Sequence[int]) -> list[tuple[int, i
     return enc["offset_mapping"] if list(enc["input_ids"]) == list(ids) else None
 
 
+def _transcript_layout(model: Any, context: Mapping | None, text: str, n_audio: int
+                       ) -> tuple[PromptIds, int, list[tuple[int, int]] | None]:
+    """The sample's prompt ids, the row of its first transcript token, and the transcript's token offsets."""
+    ids = model.prompt.build(context, text)
+    start = len(ids.before_audio) + n_audio + len(ids.after_audio)
+    return ids, start, _offsets(model.tokenizer, text, ids.target[:-1])
+
+
+def _entity_tokens(text: str, entity: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Indices of the transcript tokens of the first occurrence of `entity` in `text`."""
+    at = text.find(entity)
+    return _token_span(text, at, at + len(entity), offsets)
+
+
 def locate(model: Any, context: Mapping, text: str, n_audio: int) -> tuple[list[Sample], dict[str, int]]:
     """The `Sample`s of one utterance (one per entity said and listed) and counts of entities that were
     listed, survived the budget, and could be located; positions are rows of the assembled sequence."""
-    prompt, tokenizer = model.prompt, model.tokenizer
-    ids = prompt.build(context, text)
+    prompt = model.prompt
+    ids, start, target_offsets = _transcript_layout(model, context, text, n_audio)
     fields = {"context": prompt.context_text(context), "instruction": prompt.instruction}
     before = prompt.before_template.format(**fields)
     bos = len(prompt.bos)
-    before_offsets = _offsets(tokenizer, before, ids.before_audio[bos:])
-    target_offsets = _offsets(tokenizer, text, ids.target[:-1])
-    start = len(ids.before_audio) + n_audio + len(ids.after_audio)  # row of the first transcript token
+    before_offsets = _offsets(model.tokenizer, before, ids.before_audio[bos:])
     marker = prompt.keywords_template.split("{keywords}")[0]
     section = before.rfind(marker) if marker in before else -1
     spans: dict[str, list[int]] = {}
@@ -84,8 +96,7 @@ def locate(model: Any, context: Mapping, text: str, n_audio: int) -> tuple[list[
         counts["survived"] += 1
         if target_offsets is None:
             continue
-        at = text.find(entity)
-        tokens = _token_span(text, at, at + len(entity), target_offsets)
+        tokens = _entity_tokens(text, entity, target_offsets)
         others = [p for word, span in spans.items() if word != entity for p in span]
         if tokens and others:
             counts["located"] += 1
@@ -96,11 +107,8 @@ def locate(model: Any, context: Mapping, text: str, n_audio: int) -> tuple[list[
 def _entity_rows(model: Any, context: Mapping | None, text: str, n_audio: int, entities: Sequence[str]
                  ) -> tuple[list[int], list[int]]:
     """Rows whose next token is an entity token / another transcript token (eos included)."""
-    ids = model.prompt.build(context, text)
-    start = len(ids.before_audio) + n_audio + len(ids.after_audio)
-    offsets = _offsets(model.tokenizer, text, ids.target[:-1]) or []
-    names = {j for e in entities if e in text
-             for j in _token_span(text, text.find(e), text.find(e) + len(e), offsets)}
+    ids, start, offsets = _transcript_layout(model, context, text, n_audio)
+    names = {j for e in entities if e in text for j in _entity_tokens(text, e, offsets or [])}
     rows = [start + j - 1 for j in range(len(ids.target))]
     return [r for j, r in enumerate(rows) if j in names], [r for j, r in enumerate(rows) if j not in names]
 
@@ -119,17 +127,19 @@ def measure_copying(loaded: LoadedModel, batches: Iterable[Mapping], max_utts: i
     nll = {key: [0.0, 0] for key in ("names_context", "names_none", "other_context", "other_none")}
     positions: list[int] = []
     for batch in batches:
-        if counts["utterances"] >= max_utts:
+        take = min(len(batch["texts"]), max_utts - counts["utterances"])
+        if take <= 0:
             break
-        contexts = [(meta or {}).get("context") or {} for meta in batch["metas"]]
-        audio, audio_lens, _ = model.encode_audio(batch["feats"], batch["feat_lens"])
-        for mode, ctxs in (("context", contexts), ("none", [None] * len(contexts))):
-            inputs = model.build_inputs(audio, audio_lens, batch["texts"], ctxs)
+        texts = batch["texts"][:take]
+        contexts = [(meta or {}).get("context") or {} for meta in batch["metas"][:take]]
+        audio, audio_lens, _ = model.encode_audio(batch["feats"][:take], batch["feat_lens"][:take])
+        for mode, ctxs in (("context", contexts), ("none", [None] * take)):
+            inputs = model.build_inputs(audio, audio_lens, texts, ctxs)
             out = llm(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
                       position_ids=inputs.position_ids, output_attentions=mode == "context", use_cache=False)
             logp = out.logits.float().log_softmax(-1)
             labels = inputs.labels
-            for i, (text, ctx) in enumerate(zip(batch["texts"], ctxs, strict=True)):
+            for i, (text, ctx) in enumerate(zip(texts, ctxs, strict=True)):
                 entities = contexts[i].get("entities") or []
                 names, rest = _entity_rows(model, ctx, text, int(audio_lens[i]), entities)
                 for key, rows in ((f"names_{mode}", names), (f"other_{mode}", rest)):
@@ -140,9 +150,7 @@ def measure_copying(loaded: LoadedModel, batches: Iterable[Mapping], max_utts: i
             if mode != "context":
                 continue
             attn = torch.stack(out.attentions, dim=1).double()  # (B, layers, heads, L, L)
-            for i, (text, ctx) in enumerate(zip(batch["texts"], contexts, strict=True)):
-                if counts["utterances"] >= max_utts:
-                    break
+            for i, (text, ctx) in enumerate(zip(texts, contexts, strict=True)):
                 counts["utterances"] += 1
                 samples, found = locate(model, ctx, text, int(audio_lens[i]))
                 for key, value in found.items():
@@ -168,20 +176,11 @@ def measure_copying(loaded: LoadedModel, batches: Iterable[Mapping], max_utts: i
 
 
 def split_batches(loaded: LoadedModel, corpus_dir: str, split: str, out: Path) -> Iterator[dict[str, Any]]:
-    """The loader batches (with features) of the data config's `split` shard set ("val": the dev split,
-    "test"), through the eval config's data module."""
+    """The batches (with features) of the data config's `split` shard set ("val": the dev split, "test"),
+    as `seed-asr eval` reads them."""
     cfg = compose_config("eval", [f"paths.corpus_dir={corpus_dir}", f"split={split}", "ckpt=unused",
                                   "data.num_workers=0"], out)
-    cmvn = loaded.features.cmvn
-    cmvn_path = save_cmvn(CmvnStats(cmvn.mean.cpu(), 1.0 / cmvn.inv_std.cpu(), 0, 0), out / "cmvn.json")
-    datamodule = instantiate(cfg.data, test_shards=cfg.data[f"{split}_shards"], cmvn_path=str(cmvn_path),
-                             output_dir=str(out))
-    datamodule.setup("test")
-    device = loaded.features.cmvn.mean.device
-    for batch in datamodule.test_dataloader():
-        if batch["keys"]:
-            moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-            yield datamodule.on_after_batch_transfer(moved, 0)
+    return eval_batches(cfg, loaded, cfg.data[f"{split}_shards"], loaded.features.cmvn.mean.device, [])
 
 
 def report_lines(result: Mapping[str, Any]) -> list[str]:

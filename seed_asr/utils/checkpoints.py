@@ -218,23 +218,20 @@ def stored_config(raw: Any) -> DictConfig:
     read as the current code reads configs: the ``_target_`` of every class whose module moved
     (``MOVED_MODULES``) renamed to its home, and a prompt stored before chat templates were read
     (no ``chat_template`` key) kept on its own template."""
-    cfg = OmegaConf.create(raw)
+
+    def renamed(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renamed(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: renamed(value) for key, value in node.items()}
+        module, _, name = str(out.get("_target_", "")).rpartition(".")
+        if module in MOVED_MODULES:
+            out["_target_"] = f"{MOVED_MODULES[module]}.{name}"
+        return out
+
+    cfg = OmegaConf.create(renamed(OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else raw))
     prompt = OmegaConf.select(cfg, "model.prompt")
     if prompt is not None and "chat_template" not in prompt:
         prompt.chat_template = "never"
-
-    def visit(node: Any) -> None:
-        if OmegaConf.is_dict(node):
-            target = node.get("_target_") if "_target_" in node else None
-            if isinstance(target, str):
-                module, _, name = target.rpartition(".")
-                if module in MOVED_MODULES:
-                    node["_target_"] = f"{MOVED_MODULES[module]}.{name}"
-            for key in node:
-                visit(node._get_node(key))
-        elif OmegaConf.is_list(node):
-            for item in node:
-                visit(item)
-
-    visit(cfg)
     return cfg
