@@ -27,11 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from seed_asr.data.cmvn import CmvnStats, compute_cmvn, load_cmvn, save_cmvn
 from seed_asr.data.features import Fbank, FeatureExtractor, GlobalCMVN, SpecAugment
+from seed_asr.data.parallel import loader_worker_context
 from seed_asr.data.pipeline import (
     Augmenter,
     Collator,
     CycledShards,
     DynamicBatcher,
+    Epochs,
     SampleLimits,
     Tokenizer,
     decode_samples,
@@ -243,6 +245,7 @@ class ShardDataModule(SpeechDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             pin_memory=self.pin_memory,
+            multiprocessing_context=loader_worker_context() if workers > 0 else None,
         )
 
     def stream_seed(self) -> int:
@@ -256,7 +259,7 @@ class ShardDataModule(SpeechDataModule):
             self.seed if epoch == 0 else int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
         )
 
-    def train_dataset(self) -> wds.DataPipeline:
+    def train_dataset(self) -> Epochs:
         """The training stream of this rank: ``len()`` batches per epoch, the same on every rank."""
         if not self.train_specs:
             raise ValueError("no train_shards configured")
@@ -279,10 +282,8 @@ class ShardDataModule(SpeechDataModule):
         )
         stages = [mixed, augmenter] if augmenter.active else [mixed]
         per_worker = math.ceil(self.batches_per_epoch / max(1, self.num_workers))
-        return (
-            wds.DataPipeline(*stages, self.limits, batcher, self.collator.stage)
-            .with_epoch(nbatches=per_worker)
-            .with_length(per_worker * max(1, self.num_workers), silent=True)
+        return Epochs(
+            wds.DataPipeline(*stages, self.limits, batcher, self.collator.stage), per_worker, self.num_workers
         )
 
     def eval_dataset(self, specs: list[str], split: str) -> EvalBatches:

@@ -1,4 +1,5 @@
-"""Order-preserving parallel map over worker processes, for CPU-bound data preparation."""
+"""Worker processes: the start method of data-loader workers, and an order-preserving parallel map
+for CPU-bound data preparation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ R = TypeVar("R")
 def default_workers() -> int:
     """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# what the loaders' datasets and collators need (the multiprocessing default preloads only __main__)
+FORKSERVER_PRELOAD = ("__main__", "seed_asr.data.datamodule", "seed_asr.data.text_datamodule")
+
+
+def loader_worker_context() -> multiprocessing.context.BaseContext | None:
+    """How ``DataLoader`` workers start: from a fork server where the platform has one, else the
+    platform's default (None).
+
+    A training process runs threads (gloo, Lightning's process observer, loggers) by the time its
+    loaders start workers. Forking it copies whatever interpreter locks those threads hold at that
+    instant, and CPython before 3.12 can then deadlock the child in ``PyOS_AfterFork_Child``
+    (python/cpython#112275): the worker never starts, its rank waits for a batch forever and the other
+    ranks wait in a collective. The fork server is a clean single-threaded process that imports the
+    main module and the loaders' modules once, so workers still start in a fraction of a second.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    # imported once in the server (taking effect when it starts), so that a worker is a plain fork
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    return context
 
 
 def ordered_map(

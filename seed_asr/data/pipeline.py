@@ -10,6 +10,7 @@ loggers (see ``seed_asr.callbacks.data_stats``).
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import random
@@ -132,10 +133,32 @@ class StreamSeeds:
         return np.random.default_rng(self.next())
 
 
+class Epochs(torch.utils.data.IterableDataset):
+    """Epochs of an endless stream: each ``iter()`` yields the next `per_worker` items of a fresh pass in
+    every loader worker; ``len()`` is the epoch's items over all workers. A plain class, so that it
+    pickles into workers started by a fork server or spawn.
+
+    Args:
+        stream: an iterable that never ends (e.g. a ``wds.DataPipeline`` over ``CycledShards``).
+        per_worker: items per epoch in each worker.
+        num_workers: the loader's workers (0 counts as 1: the loading process).
+    """
+
+    def __init__(self, stream: Iterable[Any], per_worker: int, num_workers: int) -> None:
+        super().__init__()
+        self.stream, self.per_worker, self.length = stream, per_worker, per_worker * max(1, num_workers)
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.stream), self.per_worker)
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class CycledShards:
     """Endless training shard source: this worker's shards (:func:`assign_shards`), reshuffled each cycle.
 
-    Every worker streams forever, so ``with_epoch`` gives every rank the same number of batches.
+    Every worker streams forever, so ``Epochs`` gives every rank the same number of batches.
     """
 
     def __init__(self, shards: Sequence[str], rank: int, world_size: int, seed: int) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import lightning as L
 from torch.utils.data import DataLoader
 
+from seed_asr.data.parallel import loader_worker_context
 from seed_asr.data.pipeline import SampleLimits, skip_sample
 from seed_asr.data.records import iter_records
 
@@ -79,6 +80,7 @@ class TextDataModule(L.LightningDataModule):
             collate_fn=_collate,
             num_workers=self.num_workers,
             drop_last=shuffle,
+            multiprocessing_context=loader_worker_context() if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, get_worker_info
 
@@ -139,3 +140,17 @@ def test_mixing_weights_give_the_requested_proportions(shards):
     assert len(keys) >= 400
     share = sum(k.startswith("a") for k in keys) / len(keys)
     assert abs(share - 0.75) < 0.07
+
+
+def test_loader_workers_start_from_a_fork_server_not_from_the_threaded_training_process(shards):
+    """Forking a process that runs threads can deadlock the child (python/cpython#112275); the datasets
+    pickle into fork-server workers and stream the same batches as forked workers would."""
+    dm = module(train_shards=shards["uneven"][:3], val_shards=shards["uneven"], batches_per_epoch=4)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    torch.manual_seed(0)  # the loader draws its workers' seeds from it, as in a seeded run
+    forked = DataLoader(dm.train_dataset(), batch_size=None, num_workers=2, multiprocessing_context="fork")
+    keys = [b["keys"] for b in forked]
+    torch.manual_seed(0)
+    assert [b["keys"] for b in dm.train_dataloader()] == keys
+    assert len(keys) == len(dm.train_dataloader()) == 4

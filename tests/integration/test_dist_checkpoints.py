@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from seed_asr.artifacts.loading import load_speech_llm
 from seed_asr.config import compose_config
 from seed_asr.export import export_checkpoint
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import train
 from seed_asr.utils.atomic_checkpoint import AtomicCheckpointIO
@@ -75,7 +76,8 @@ def test_sigkilled_run_resumes_and_finishes_its_steps(shards: str, tmp_path: Pat
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     saved_step = load_state_from_checkpoint(last)["global_step"]
     assert 0 < saved_step < steps
-    subprocess.run(args, env=env, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    resumed = run_process(args, timeout=600, env=env, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_state_from_checkpoint(last)["global_step"] == steps
     logged = [s for s, _ in csv_column(run, "train/loss_global")]
     assert logged[0] == 0 and logged[-1] == steps - 1, "rows of the killed run stay, the resumed run appends"

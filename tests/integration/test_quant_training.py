@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from seed_asr.artifacts.serialization import tokenizer_to_files
 from seed_asr.eval import evaluate
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quantize import quantize
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import build, train
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
@@ -133,7 +133,7 @@ def test_callback_in_ddp_logs_both_wers_and_its_checkpoint_gives_the_same_wer(co
            f"hydra.run.dir={run}", "trainer.devices=2", "strategy=ddp", "callbacks=decoupleq",
            "model.llm.intermediate_size=192", *TRAIN, *FAST_QUANT]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_process(cmd, timeout=600, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     logged = {k: float(v) for row in rows for k, v in row.items() if v}

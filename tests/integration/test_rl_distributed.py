@@ -17,6 +17,7 @@ import pytest
 from seed_asr.data.cmvn import compute_cmvn, save_cmvn
 from seed_asr.data.datamodule import ShardDataModule
 from seed_asr.data.features import Fbank
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import write_synthetic_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def run_rl(corpus: Path, run: Path, *overrides: str) -> subprocess.CompletedProc
         "trainer.log_every_n_steps=1", f"hydra.run.dir={run}", *overrides,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return run_process(cmd, timeout=300, env=env, cwd=ROOT)
 
 
 def logged(run: Path, key: str) -> list[float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from slurm_cluster import LocalSlurm, slurm_cluster  # noqa: F401  (the session fixture)
 
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import write_synthetic_shards
 
 pytestmark = pytest.mark.slurm
@@ -120,7 +120,7 @@ def test_sweep_through_the_local_launcher_with_optuna(corpus: Path, tmp_path: Pa
            "optimized_metric=val/loss", f"hydra.sweep.dir={sweep}", f"paths.corpus_dir={corpus}",
            "data.batch_size=4", "trainer.max_steps=4", *QUIET]  # 4 steps: one epoch, validated
     env = {**os.environ, **job_env(tmp_path)}
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_process(cmd, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for trial in ("0", "1"):
         assert global_step(sweep / trial / "checkpoints" / "last.ckpt") == 4

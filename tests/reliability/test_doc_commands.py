@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from seed_asr import cli
 from seed_asr.cli import VERBS
 from seed_asr.config import compose_config
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.pretrained import write_pretrained_llm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,8 +251,8 @@ def run_sbatch(words: list[str], env: Mapping[str, str], bin_dir: Path) -> None:
              "SLURM_JOB_NODELIST": "node1"}
     full_env = {**os.environ, **env, **assignments, **slurm, "PYTHON": sys.executable,
                 "PYTHONPATH": str(ROOT), "PATH": f"{bin_dir}:{BIN}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", script, *words[words.index(script) + 1:]], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    done = run_process(["bash", script, *words[words.index(script) + 1:]], timeout=300, env=full_env,
+                       cwd=ROOT)
     assert done.returncode == 0, f"{shlex.join(words)}:\n{done.stderr[-3000:]}"
     assert "stage:" in done.stdout
 
@@ -297,7 +298,7 @@ def rebase(word: str, root: Path) -> str:
 
 def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    done = run_process(words, timeout=900, env=env, cwd=cwd)
     assert done.returncode == 0, f"{shlex.join(words)} in {cwd}:\n{done.stderr[-4000:]}"
     return done
 

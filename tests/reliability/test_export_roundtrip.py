@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from seed_asr.data.audio import encode_flac
 from seed_asr.export import check_tokenizer_round_trip, export_checkpoint
 from seed_asr.export import main as export_main
 from seed_asr.models.llm import build_qwen2
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import synthetic_record, synthetic_wave
 from seed_asr.text.tokenizer import load_tokenizer, train_tokenizer
 from seed_asr.train import train
@@ -159,7 +159,7 @@ def test_the_command_prints_only_its_own_line_on_stdout(run: Path, tmp_path: Pat
     """In a fresh process, where DeepSpeed (imported while the LLM is built) logs to stdout on CPUs."""
     out = tmp_path / "export"
     cmd = [sys.executable, "-m", "seed_asr.cli", "export", str(run), str(out), "--llm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = run_process(cmd, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == f"exported {run} -> {out}\n"
     with pytest.raises(SystemExit, match="not empty.*--overwrite"):

@@ -26,6 +26,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from seed_asr.config import CONF_DIR, compose_config
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import write_synthetic_shards
 from seed_asr.train import resolve_ckpt_path, train
 from seed_asr.utils.checkpoints import load_state_from_checkpoint
@@ -54,8 +55,7 @@ class SecondRun(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self.result is None:
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-            self.result = subprocess.run(self.command, env=env, cwd=ROOT, capture_output=True, text=True,
-                                         timeout=600)
+            self.result = run_process(self.command, timeout=600, env=env, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

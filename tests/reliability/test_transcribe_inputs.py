@@ -5,7 +5,6 @@ on stderr and counted, and an exit status that says whether any failed."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from test_export_roundtrip import ROOT, TEXTS, tiny_sft_run
 
 import seed_asr.transcribe as transcribe
 from seed_asr.decoding.recognize import DecodingConfig
+from seed_asr.testing.launch import run_process
 from seed_asr.testing.synthetic import synthetic_wave
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,7 +109,7 @@ def test_stdout_carries_only_transcripts_in_a_fresh_process(run: Path, files: di
     stdout on CPUs: stdout stays pipeable and the exit status says that a file failed."""
     paths = [files["long.wav"], files["garbage.wav"], files["tiny.wav"]]
     cmd = [sys.executable, "-m", "seed_asr.cli", "transcribe", "--ckpt", str(run), *paths]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    proc = run_process(cmd, timeout=300, cwd=ROOT)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert [path for path, _ in lines(proc.stdout)] == [paths[0], paths[2]]
     assert f"skipping {paths[1]}" in proc.stderr and "1 of 3 files failed" in proc.stderr
