@@ -162,6 +162,14 @@ def load_lexicon(lang: str, invented_share: float = 0.0) -> Lexicon:
     return lexicon
 
 
+def invent_entity(lang: str, rng: random.Random) -> str:
+    """A newly invented proper noun of ``lang`` (:mod:`.names`), of an entity kind drawn uniformly."""
+    pools = load_lexicon(lang).pools
+    invented = pools[rng.choice(sorted(pools))].invented
+    assert invented is not None  # every pool of the lexicon has its inventions
+    return invented.draw(rng)
+
+
 def _expand(
     template: str,
     lexicon: Lexicon,

@@ -12,12 +12,17 @@ blindly. The kinds (`CONTEXT_KINDS`), per sample:
 
 A context is a dict ``{"history": str, "keywords": [str], ...}`` as in the shard records; only history
 and keywords are shown by the prompt builder.
+
+Text-only training can also rename an utterance's entities (`rename_entities`): each becomes a newly
+invented name in the transcript and in its context alike, so that the name cannot be learnt, only taken
+from the prompt.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from seed_asr.text.units import keyword_mask, scoring_units
@@ -136,3 +141,48 @@ def irrelevant_contexts(records: Sequence[Mapping[str, Any]], seed: int = 0) -> 
             raise ValueError(f"irrelevant contexts: no other dialogue than {record['__key__']}'s")
         contexts[str(record["__key__"])] = foreign_context(record, donor)
     return contexts
+
+
+def _replace_entity(text: str, entity: str, new: str, lang: str) -> str:
+    """``text`` with each occurrence of ``entity`` replaced by ``new`` (English: whole words, any case;
+    Mandarin: anywhere), as the corpus finds entities in its texts."""
+    if lang == "zh":
+        return text.replace(entity, new)
+    return re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", lambda _: new, text, flags=re.IGNORECASE)
+
+
+def rename_entities(
+    text: str,
+    context: Mapping[str, Any] | None,
+    entities: Sequence[str],
+    lang: str,
+    invent: Callable[[], str],
+) -> tuple[str, dict[str, Any] | None]:
+    """The transcript and its prompt context with each entity renamed to a new name from ``invent``,
+    wherever it occurs: in the transcript, the hot words and the history (other words untouched).
+
+    Args:
+        text: the transcript.
+        context: the prompt's context (None: no context).
+        entities: the names that occur in ``text`` (the record's ``context.entities``).
+        lang: "en" or "zh" (how an occurrence is matched).
+        invent: returns a new name (e.g. ``lambda: invent_entity(lang, rng)``).
+
+    Returns:
+        (text, context) renamed; the context is a new dict.
+    """
+    renames = {entity: invent() for entity in dict.fromkeys(entities) if entity}
+
+    def rename(value: str) -> str:
+        for entity in sorted(renames, key=len, reverse=True):  # "Lindqvist" before a name inside it
+            value = _replace_entity(value, entity, renames[entity], lang)
+        return value
+
+    if context is None:
+        return rename(text), None
+    renamed = dict(context)
+    renamed["keywords"] = [rename(k) for k in context.get("keywords") or []]
+    renamed["history"] = rename(str(context.get("history") or ""))
+    if "entities" in context:
+        renamed["entities"] = [rename(e) for e in context["entities"]]
+    return rename(text), renamed

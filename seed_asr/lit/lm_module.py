@@ -3,12 +3,17 @@
 With ``stage.context_mix`` the transcripts come in the speech prompt without its audio tokens
 (``[bos][context][instruction]<|speech|><|transcript|>text<eos>``, context drawn as in context SFT) and
 only the transcript is scored: the LLM learns to take names from the dialogue history and the hot-word
-list, the in-context copying a pretrained LLM brings from web text and a corpus-trained one lacks.
+list, the in-context copying a pretrained LLM brings from web text and a corpus-trained one lacks. With
+``stage.fresh_names`` a training sample's names are renamed to newly invented ones in its transcript and
+context alike (`seed_asr.data.contexts.rename_entities`): a name is then never seen twice, so taking it
+from the prompt is the only way to predict it, where the corpus' own names can be memorised instead.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +22,8 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
+from seed_asr.corpus.texts import invent_entity
+from seed_asr.data.contexts import rename_entities
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.losses.cross_entropy import IGNORE_INDEX, next_token_nll
 
@@ -34,6 +41,14 @@ class LMModule(StageModule):
     uses_tokenizer = True
 
     def build_model(self) -> nn.Module:
+        share = self.stage.get("fresh_names") or 0.0
+        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"stage.fresh_names must be a probability in [0, 1], got {share!r}")
+        if share and not self.context_mix:
+            raise ValueError(
+                f"stage.fresh_names={share} renames names only a prompt can tell: set stage.context_mix"
+            )
+        self.fresh_names = float(share)
         prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:
@@ -102,9 +117,26 @@ class LMModule(StageModule):
             names[i, first : first + len(mask)] = torch.tensor(mask, dtype=torch.bool)
         return nll[scored].mean(), nll[names]
 
+    def training_samples(self, batch: dict, batch_idx: int) -> tuple[list[str], list[Any]]:
+        """The transcripts and prompt contexts a training batch is scored on: contexts drawn by
+        ``context_mix``, and with probability ``fresh_names`` per sample that has names, its names renamed
+        (deterministic from ``seed``, the rank, the epoch and the batch, as the contexts)."""
+        texts = list(batch["texts"])
+        contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(texts)
+        if not self.fresh_names:
+            return texts, contexts
+        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/names")
+        for i, meta in enumerate(batch["metas"]):
+            entities = (meta.get("context") or {}).get("entities") or []
+            if entities and rng.random() < self.fresh_names:
+                lang = str(meta.get("lang") or "en")
+                invent = functools.partial(invent_entity, lang, rng)
+                texts[i], contexts[i] = rename_entities(texts[i], contexts[i], entities, lang, invent)
+        return texts, contexts
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(batch["texts"])
-        loss = self._loss(batch["texts"], contexts)
+        texts, contexts = self.training_samples(batch, batch_idx)
+        loss = self._loss(texts, contexts)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
         return loss
 

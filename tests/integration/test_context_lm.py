@@ -80,3 +80,31 @@ def test_validation_logs_what_the_context_is_worth(tiny_corpus: Path, tmp_path: 
                 names += [nll[i, start + k].item() for k, m in enumerate(mask) if m]
             assert names, "the tiny corpus has names"
             assert logged[names_key].compute().item() == pytest.approx(sum(names) / len(names), rel=1e-5)
+
+
+def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corpus: Path, tmp_path: Path) -> None:
+    mix = {"relevant": 1.0}
+    module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides={"context_mix": mix, "fresh_names": 1.0})
+    texts, contexts = module.training_samples(batch, 0)
+    named = 0
+    for meta, text, context in zip(batch["metas"], texts, contexts, strict=True):
+        entities = meta["context"]["entities"]
+        if not entities:
+            assert text == meta["text"] and context == meta["context"]
+            continue
+        named += 1
+        assert all(entity not in text for entity in entities)
+        fresh = [k for k in context["keywords"] if k not in meta["context"]["keywords"]]
+        assert len(fresh) == len(set(entities)) and all(name in text for name in fresh)
+    assert named, "the tiny corpus has names"
+    assert module.training_samples(batch, 0) == (texts, contexts)  # deterministic per batch
+    assert module.training_samples(batch, 1)[0] != texts
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    ({"context_mix": MIX, "fresh_names": 1.5}, "fresh_names must be a probability"),
+    ({"fresh_names": 0.5}, "set stage.context_mix"),
+])
+def test_bad_fresh_names_fail_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error) -> None:
+    with pytest.raises(ValueError, match=error):
+        build("lm", tiny_corpus, tmp_path, stage_overrides=overrides)

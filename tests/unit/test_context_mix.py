@@ -10,7 +10,9 @@ from seed_asr.data.contexts import (
     irrelevant_contexts,
     keyword_occurs,
     mix_contexts,
+    rename_entities,
 )
+from seed_asr.corpus.texts import invent_entity
 from seed_asr.metrics.wer import hallucinated_keywords
 from seed_asr.text.prompts import PromptBuilder
 from seed_asr.text.tokenizer import train_tokenizer
@@ -121,3 +123,30 @@ def test_prompt_shows_a_title_within_the_context_budget():
     untitled = {k: v for k, v in context.items() if k != "title"}
     assert tight.context_text(context) == tight.context_text(untitled) != ""
     assert "<|title|>" not in tight.context_text(context)
+
+
+def test_renamed_entities_change_in_the_transcript_hot_words_and_history_alike():
+    new = iter(["Zubrato", "Kelvash"])
+    context = {"history": "ask anneliese about Okonkwo's car", "keywords": ["Okonkwo", "Brandvold", "Anneliese"],
+               "entities": ["Anneliese", "Okonkwo"]}
+    text, renamed = rename_entities("call Anneliese Okonkwo, Okonkwo's phone", context,
+                                    ["Anneliese", "Okonkwo"], "en", lambda: next(new))
+    assert text == "call Zubrato Kelvash, Kelvash's phone"
+    assert renamed == {"history": "ask Zubrato about Kelvash's car", "keywords": ["Kelvash", "Brandvold", "Zubrato"],
+                       "entities": ["Zubrato", "Kelvash"]}
+    assert context["keywords"][0] == "Okonkwo"  # the record's own context is left as it was
+    # whole words only (English); no context: the transcript alone
+    assert rename_entities("Okonkwos and Okonkwo", None, ["Okonkwo"], "en", lambda: "X") == ("Okonkwos and X", None)
+    # Mandarin: anywhere in the text; a longer name before one inside it
+    zh = rename_entities("给王涵远打电话", {"keywords": ["王涵远", "王涵"], "history": ""}, ["王涵", "王涵远"], "zh",
+                         iter(["甲", "乙丙"]).__next__)
+    assert zh == ("给乙丙打电话", {"keywords": ["乙丙", "甲"], "history": ""})
+
+
+def test_invented_entities_are_new_names_of_the_language():
+    rng = random.Random(0)
+    english = [invent_entity("en", rng) for _ in range(200)]
+    assert all(name[:1].isupper() and name.isalpha() for name in english)
+    assert len(set(english)) > 190  # names from a space of millions
+    mandarin = [invent_entity("zh", rng) for _ in range(50)]
+    assert all(2 <= len(name) <= 5 and all("\u4e00" <= c <= "\u9fff" for c in name) for name in mandarin)
