@@ -82,9 +82,9 @@ def test_validation_logs_what_the_context_is_worth(tiny_corpus: Path, tmp_path: 
             assert logged[names_key].compute().item() == pytest.approx(sum(names) / len(names), rel=1e-5)
 
 
-def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corpus: Path, tmp_path: Path) -> None:
-    mix = {"relevant": 1.0}
-    module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides={"context_mix": mix, "fresh_names": 1.0})
+def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corpus: Path, tmp_path: Path):
+    overrides = {"context_mix": {"relevant": 1.0}, "fresh_names": 1.0}
+    module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides=overrides)
     texts, contexts = module.training_samples(batch, 0)
     named = 0
     for meta, text, context in zip(batch["metas"], texts, contexts, strict=True):
@@ -105,6 +105,6 @@ def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corp
     ({"context_mix": MIX, "fresh_names": 1.5}, "fresh_names must be a probability"),
     ({"fresh_names": 0.5}, "set stage.context_mix"),
 ])
-def test_bad_fresh_names_fail_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error) -> None:
+def test_bad_fresh_names_fail_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error):
     with pytest.raises(ValueError, match=error):
         build("lm", tiny_corpus, tmp_path, stage_overrides=overrides)

@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from seed_asr.corpus.texts import invent_entity
 from seed_asr.data.contexts import (
     check_fractions,
     distractor_context,
@@ -12,7 +13,6 @@ from seed_asr.data.contexts import (
     mix_contexts,
     rename_entities,
 )
-from seed_asr.corpus.texts import invent_entity
 from seed_asr.metrics.wer import hallucinated_keywords
 from seed_asr.text.prompts import PromptBuilder
 from seed_asr.text.tokenizer import train_tokenizer
@@ -127,19 +127,21 @@ def test_prompt_shows_a_title_within_the_context_budget():
 
 def test_renamed_entities_change_in_the_transcript_hot_words_and_history_alike():
     new = iter(["Zubrato", "Kelvash"])
-    context = {"history": "ask anneliese about Okonkwo's car", "keywords": ["Okonkwo", "Brandvold", "Anneliese"],
-               "entities": ["Anneliese", "Okonkwo"]}
+    context = {"history": "ask anneliese about Okonkwo's car",
+               "keywords": ["Okonkwo", "Brandvold", "Anneliese"], "entities": ["Anneliese", "Okonkwo"]}
     text, renamed = rename_entities("call Anneliese Okonkwo, Okonkwo's phone", context,
                                     ["Anneliese", "Okonkwo"], "en", lambda: next(new))
     assert text == "call Zubrato Kelvash, Kelvash's phone"
-    assert renamed == {"history": "ask Zubrato about Kelvash's car", "keywords": ["Kelvash", "Brandvold", "Zubrato"],
-                       "entities": ["Zubrato", "Kelvash"]}
+    assert renamed == {"history": "ask Zubrato about Kelvash's car",
+                       "keywords": ["Kelvash", "Brandvold", "Zubrato"], "entities": ["Zubrato", "Kelvash"]}
     assert context["keywords"][0] == "Okonkwo"  # the record's own context is left as it was
     # whole words only (English); no context: the transcript alone
-    assert rename_entities("Okonkwos and Okonkwo", None, ["Okonkwo"], "en", lambda: "X") == ("Okonkwos and X", None)
+    renamed_alone = rename_entities("Okonkwos and Okonkwo", None, ["Okonkwo"], "en", lambda: "X")
+    assert renamed_alone == ("Okonkwos and X", None)
     # Mandarin: anywhere in the text; a longer name before one inside it
-    zh = rename_entities("给王涵远打电话", {"keywords": ["王涵远", "王涵"], "history": ""}, ["王涵", "王涵远"], "zh",
-                         iter(["甲", "乙丙"]).__next__)
+    zh_context = {"keywords": ["王涵远", "王涵"], "history": ""}
+    new_zh = iter(["甲", "乙丙"])
+    zh = rename_entities("给王涵远打电话", zh_context, ["王涵", "王涵远"], "zh", lambda: next(new_zh))
     assert zh == ("给乙丙打电话", {"keywords": ["乙丙", "甲"], "history": ""})
 
 
