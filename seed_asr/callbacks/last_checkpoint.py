@@ -37,7 +37,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = 0  # nothing to write before the first optimizer step
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume from
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(

@@ -81,7 +81,8 @@ class SlurmRequeue(L.Callback):
     ) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
-        trainer.save_checkpoint(self.checkpoint_path)  # collective; ends with a barrier after the write
+        # the whole state (a collective; it ends with a barrier after the write)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         log.info("SlurmRequeue: %s received, saved %s at step %d",
                  self.signum.name, self.checkpoint_path, trainer.global_step)
         if trainer.is_global_zero and self.job_id is not None:
