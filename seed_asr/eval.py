@@ -108,6 +108,14 @@ def eval_batches(cfg: DictConfig, loaded: LoadedModel, shards: Any, device: torc
             )
 
 
+def heard_names(patterns: Any) -> set[str]:
+    """The names of the records of training shards (``context.entities``): what a model trained on them
+    has heard (records only: no audio is read)."""
+    patterns = OmegaConf.to_object(patterns) if OmegaConf.is_config(patterns) else patterns
+    records = iter_records(patterns)
+    return {name for record in records for name in (record.get("context") or {}).get("entities") or []}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Decode every usable utterance of the chosen shards and score it; name and count the others.
 
@@ -122,7 +130,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     mode = context_mode(cfg)
     prompt_contexts = _PromptContexts(mode, shards, int(cfg.get("context_seed", 0)))
     decoding = DecodingConfig(**cfg.decoding, use_context=mode != "none")
-    acc = WERAccumulator(group_by=("domain", "speaker"))
+    heard = heard_names(cfg.heard_from) if cfg.get("heard_from") else None
+    acc = WERAccumulator(group_by=("domain", "speaker"), heard_names=heard)
     hallucinated = 0
     skipped: list[dict[str, str]] = []
     partial = {name: out / f".{name}.partial" for name in ("hyps.jsonl", "results.json")}

@@ -14,7 +14,7 @@ biased when it lies inside an occurrence of a keyword (same normalisation) in it
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import jiwer
@@ -155,11 +155,20 @@ class WERAccumulator:
         group_by: metadata keys to break error rates down by (e.g. "domain", "speaker", "accent");
             utterances without the key are left out of that breakdown.
         default_lang: language of utterances whose metadata has no "lang".
+        heard_names: the names a model heard in training (e.g. `heard_names` of its training shards):
+            given, keyword recall is also reported for the keywords among them (``/heard``) and the
+            others (``/unheard``: names the model can only take from its prompt).
     """
 
-    def __init__(self, group_by: Sequence[str] = ("domain", "speaker"), default_lang: str = "en") -> None:
+    def __init__(
+        self,
+        group_by: Sequence[str] = ("domain", "speaker"),
+        default_lang: str = "en",
+        heard_names: Collection[str] | None = None,
+    ) -> None:
         self.group_by = tuple(group_by)
         self.default_lang = default_lang
+        self.heard_names = None if heard_names is None else {name.casefold() for name in heard_names}
         self.reset()
 
     def reset(self) -> None:
@@ -167,6 +176,7 @@ class WERAccumulator:
         self._total = ErrorCounts()
         self._by_lang: dict[str, ErrorCounts] = defaultdict(ErrorCounts)
         self._by_group: dict[tuple[str, str], ErrorCounts] = defaultdict(ErrorCounts)
+        self._by_exposure: dict[str, ErrorCounts] = defaultdict(ErrorCounts)
 
     def update(
         self, hyp: str, ref: str, meta: Mapping[str, object] | None = None, keywords: Sequence[str] = ()
@@ -187,6 +197,11 @@ class WERAccumulator:
         for key in self.group_by:
             if meta.get(key) is not None:
                 self._by_group[(key, str(meta[key]))] += counts
+        if self.heard_names is not None and keywords:
+            for exposure in ("heard", "unheard"):
+                listed = [k for k in keywords if (k.casefold() in self.heard_names) == (exposure == "heard")]
+                if listed:
+                    self._by_exposure[exposure] += utterance_counts(hyp, ref, lang, listed)
 
     def compute(self) -> dict[str, float | int | str]:
         """Metrics collected so far.
@@ -202,6 +217,9 @@ class WERAccumulator:
             metrics.update(self._summary(f"/{lang}", "cer" if is_mandarin(lang) else "wer", counts))
         for (key, value), counts in sorted(self._by_group.items()):
             metrics[f"wer/{key}/{value}"] = _rate(counts.errors, counts.ref_units)
+        for exposure, counts in sorted(self._by_exposure.items()):
+            metrics[f"keyword_recall/{exposure}"] = _rate(counts.keywords_recalled, counts.keywords_in_ref)
+            metrics[f"num_keywords_in_ref/{exposure}"] = counts.keywords_in_ref
         return metrics
 
     @staticmethod

@@ -75,9 +75,11 @@ def test_decoding_with_context_and_export_reload_give_the_same_transcripts(
 ) -> None:
     corpus, folder = run
     overrides = [f"ckpt={folder}", f"paths.corpus_dir={corpus}", "context_mode=relevant",
-                 "data.num_workers=0"]
+                 "data.num_workers=0", "heard_from=${data.train_shards}"]
     metrics = evaluate(compose_config("eval", overrides, tmp_path / "eval"))
     assert metrics["num_utts"] == 9
+    split = [metrics.get(f"num_keywords_in_ref/{exposure}", 0) for exposure in ("heard", "unheard")]
+    assert sum(split) > 0  # every keyword said is counted as heard in training or not
     hyps = [json.loads(line) for line in (tmp_path / "eval" / "hyps.jsonl").read_text().splitlines()]
     assert all(h["prompt_keywords"] for h in hyps)
 

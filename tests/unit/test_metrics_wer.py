@@ -111,3 +111,17 @@ def test_accumulator_metrics_and_breakdowns():
 def test_empty_reference_counts_insertions():
     counts = utterance_counts("uh hello there", "", "en")
     assert (counts.insertions, counts.ref_units) == (2, 0)
+
+
+def test_keyword_recall_of_heard_and_unheard_names():
+    acc = WERAccumulator(heard_names=["anneliese"])  # casefolded, as the keywords are matched
+    ref = "call Anneliese Okonkwo and Brandvold"
+    keywords = ["Anneliese", "Okonkwo", "Brandvold"]
+    acc.update("call anneliese okonkwa and brandvold", ref, {"lang": "en"}, keywords)
+    acc.update("text Zubrato", "text Zubrato", {"lang": "en"}, ["Zubrato", "Kelvash"])  # Kelvash not said
+    m = acc.compute()
+    assert (m["keyword_recall/heard"], m["num_keywords_in_ref/heard"]) == (1.0, 1)
+    # unheard: Okonkwo missed, Brandvold and Zubrato recalled
+    assert (m["keyword_recall/unheard"], m["num_keywords_in_ref/unheard"]) == (pytest.approx(2 / 3), 3)
+    assert m["keyword_recall"] == pytest.approx(3 / 4)
+    assert "keyword_recall/heard" not in WERAccumulator().compute()
