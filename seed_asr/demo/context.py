@@ -22,7 +22,8 @@ from seed_asr.eval import evaluate
 
 KEYWORD_RECALL_GAIN_TARGET = 0.15
 IRRELEVANT_WER_TARGET = 0.05
-METRICS = ("wer", "b_wer", "u_wer", "keyword_recall", "hallucinated_keywords", "num_utts")
+METRICS = ("wer", "b_wer", "u_wer", "keyword_recall", "keyword_recall/heard", "keyword_recall/unheard",
+           "hallucinated_keywords", "num_utts")
 #: The cells `summarize` reads: the targets and the hallucinations of joint vs plain beam search.
 TARGET_CELLS = ("sft/relevant/beam", "context_sft/none/beam", "context_sft/relevant/beam",
                 "context_sft/irrelevant/beam", "context_sft/irrelevant/joint")
@@ -113,6 +114,7 @@ def measure_context(
                     f"split={split}",
                     f"context_mode={mode}",
                     f"context_seed={context_seed}",
+                    f"heard_from={Path(corpus_dir) / 'train' / 'shard-*.tar'}",
                     f"device={device}",
                     *decoding,
                     *overrides,
@@ -158,14 +160,17 @@ def context_report_lines(result: dict[str, Any]) -> list[str]:
         f"{settings['split']} split, beam {settings['beam_size']}; joint beam: alpha {settings['alpha']}, "
         f"prune threshold {settings['prune_threshold']}. Irrelevant context = another dialogue's history and "
         "hot words (minus words of the utterance). Hallucinated = prompt hot words the hypothesis has more "
-        "often than the reference.",
+        "often than the reference. Keyword recall of the names heard in a training transcript and of the "
+        "unheard ones (only the prompt can give those).",
         "",
-        "| model | context | decoding | WER % | B-WER % | U-WER % | keyword recall % | hallucinated |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | context | decoding | WER % | B-WER % | U-WER % | keyword recall % | heard % | unheard % "
+        "| hallucinated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in cells.items():
         model, mode, decoding = name.split("/")
-        rates = [_pct(m[k]) if k in m else "-" for k in ("wer", "b_wer", "u_wer", "keyword_recall")]
+        recalls = ("keyword_recall", "keyword_recall/heard", "keyword_recall/unheard")
+        rates = [_pct(m[k]) if k in m else "-" for k in ("wer", "b_wer", "u_wer", *recalls)]
         rates.append(str(m["hallucinated_keywords"]))
         lines.append(f"| {model} | {mode} | {decoding} | {' | '.join(rates)} |")
     recall_verdict = verdict(s["keyword_recall_gain_met"], cells["context_sft/relevant/beam"]["wer"])

@@ -89,6 +89,8 @@ def test_context_sft_trains_from_sft_and_the_measurement_grid_runs(runs, corpus)
     assert len(result["cells"]) == 8 and all(c["num_utts"] == 9 for c in result["cells"].values())
     lines = context_report_lines(result)
     assert sum(line.startswith("| context_sft |") for line in lines) == 5
+    relevant_cell = result["cells"]["context_sft/relevant/beam"]
+    assert {"keyword_recall/heard", "keyword_recall/unheard"} & set(relevant_cell)  # split by training names
 
     def prompts(cell: str) -> list[dict]:
         return [json.loads(line) for line in (out / cell / "hyps.jsonl").read_text().splitlines()]
