@@ -18,6 +18,7 @@ from importlib import resources
 
 from seed_asr.corpus.names import InventedNames, english_inventions, mandarin_names, mandarin_places
 from seed_asr.corpus.numbers import NUMBER_SLOTS
+from seed_asr.text.units import entity_pattern
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 DOMAINS: tuple[str, ...] = ("commands", "numbers", "contacts", "sentences")
@@ -75,9 +76,7 @@ class Lexicon:
 
     def occurs(self, entity: str, text: str) -> bool:
         """Whether ``entity`` occurs in ``text`` (English: as whole words of any case; Mandarin: anywhere)."""
-        if self.lang == "zh":
-            return entity in text
-        return re.search(rf"(?<!\w){re.escape(entity)}(?!\w)", text, flags=re.IGNORECASE) is not None
+        return entity_pattern(entity, self.lang).search(text) is not None
 
 
 def _read_sections(name: str) -> dict[str, tuple[str, ...]]:

@@ -21,11 +21,10 @@ from the prompt.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from seed_asr.text.units import keyword_mask, scoring_units
+from seed_asr.text.units import entity_pattern, keyword_mask, scoring_units
 
 CONTEXT_KINDS = ("relevant", "none", "irrelevant", "distractors")
 
@@ -143,14 +142,6 @@ def irrelevant_contexts(records: Sequence[Mapping[str, Any]], seed: int = 0) -> 
     return contexts
 
 
-def _replace_entity(text: str, entity: str, new: str, lang: str) -> str:
-    """``text`` with each occurrence of ``entity`` replaced by ``new`` (English: whole words, any case;
-    Mandarin: anywhere), as the corpus finds entities in its texts."""
-    if lang == "zh":
-        return text.replace(entity, new)
-    return re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", lambda _: new, text, flags=re.IGNORECASE)
-
-
 def rename_entities(
     text: str,
     context: Mapping[str, Any] | None,
@@ -159,7 +150,8 @@ def rename_entities(
     invent: Callable[[], str],
 ) -> tuple[str, dict[str, Any] | None]:
     """The transcript and its prompt context with each entity renamed to a new name from ``invent``,
-    wherever it occurs: in the transcript, the hot words and the history (other words untouched).
+    wherever it occurs as the corpus finds it (`entity_pattern`): in the transcript, the hot words and the
+    history (other words untouched).
 
     Args:
         text: the transcript.
@@ -175,7 +167,7 @@ def rename_entities(
 
     def rename(value: str) -> str:
         for entity in sorted(renames, key=len, reverse=True):  # "Lindqvist" before a name inside it
-            value = _replace_entity(value, entity, renames[entity], lang)
+            value = entity_pattern(entity, lang).sub(lambda _, new=renames[entity]: new, value)
         return value
 
     if context is None:

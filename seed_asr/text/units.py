@@ -64,3 +64,10 @@ def keyword_mask(units: Sequence[str], keywords: Sequence[Sequence[str]]) -> lis
             if list(units[start : start + width]) == list(keyword):
                 mask[start : start + width] = [True] * width
     return mask
+
+
+def entity_pattern(entity: str, lang: str) -> re.Pattern[str]:
+    """How an entity occurs in a text of ``lang``: English as whole words of any case, Mandarin anywhere."""
+    if lang == "zh":
+        return re.compile(re.escape(entity))
+    return re.compile(rf"(?<!\w){re.escape(entity)}(?!\w)", flags=re.IGNORECASE)
