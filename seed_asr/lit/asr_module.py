@@ -20,13 +20,23 @@ class ASRModule(StageModule):
     """Training step: ``SpeechLLM(batch) -> loss``; validation: loss + decoding + WER.
 
     Stage options: ``context_mix`` (`StageModule.training_contexts`), ``val_use_context``; validation
-    decodes with ``decoding``.
+    decodes with ``decoding``. ``copy_weight`` (with ``context_mix``) adds that weight times the copy
+    loss: the batch's transcripts scored again in the same prompts without their audio, every name
+    renamed to a newly invented one in transcript and context alike (`StageModule.renamed_samples`), so
+    that only a listed name can be predicted: the LLM keeps learning to copy from the prompt while it
+    learns to listen (the ``lm`` stage's ``fresh_names`` teaches the same without audio).
     """
 
     uses_tokenizer = True
 
     def build_model(self) -> nn.Module:
         self.init_step_options()
+        weight = self.stage.get("copy_weight") or 0.0
+        if isinstance(weight, bool) or not 0.0 <= float(weight) < float("inf"):
+            raise ValueError(f"stage.copy_weight must be a finite weight >= 0, got {weight!r}")
+        if weight and not self.context_mix:
+            raise ValueError(f"stage.copy_weight={weight} scores names from prompts: set stage.context_mix")
+        self.copy_weight = float(weight)
         return build_speech_llm(self.model_cfg, self.tokenizer)
 
     def init_step_options(self) -> None:
@@ -36,13 +46,20 @@ class ASRModule(StageModule):
         self.collector = TranscriptCollector()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch, contexts=self.training_contexts(batch["metas"], batch_idx))
+        contexts = self.training_contexts(batch["metas"], batch_idx)
+        out = self.model(batch, contexts=contexts)
         n = len(batch["texts"])
-        self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
+        loss = out["loss"]
+        if self.copy_weight:
+            texts, renamed = self.renamed_samples(batch["texts"], contexts, batch["metas"], batch_idx, 1.0)
+            copy_loss = self.model.text_loss(texts, renamed)
+            self.log("train/copy_loss", copy_loss, batch_size=n)
+            loss = loss + self.copy_weight * copy_loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/ce_loss", out["ce_loss"], batch_size=n)
         if "ctc_loss" in out:
             self.log("train/ctc_loss", out["ctc_loss"], batch_size=n)
-        return out["loss"]
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         n = len(batch["texts"])

@@ -11,9 +11,7 @@ from the prompt is the only way to predict it, where the corpus' own names can b
 
 from __future__ import annotations
 
-import functools
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +20,6 @@ from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 
-from seed_asr.corpus.texts import invent_entity
-from seed_asr.data.contexts import rename_entities
 from seed_asr.lit.stage_module import StageModule
 from seed_asr.losses.cross_entropy import IGNORE_INDEX, next_token_nll
 
@@ -41,14 +37,7 @@ class LMModule(StageModule):
     uses_tokenizer = True
 
     def build_model(self) -> nn.Module:
-        share = self.stage.get("fresh_names") or 0.0
-        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
-            raise ValueError(f"stage.fresh_names must be a probability in [0, 1], got {share!r}")
-        if share and not self.context_mix:
-            raise ValueError(
-                f"stage.fresh_names={share} renames names only a prompt can tell: set stage.context_mix"
-            )
-        self.fresh_names = float(share)
+        self.fresh_names = self.stage_share("fresh_names")
         prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:
@@ -120,19 +109,12 @@ class LMModule(StageModule):
     def training_samples(self, batch: dict, batch_idx: int) -> tuple[list[str], list[Any]]:
         """The transcripts and prompt contexts a training batch is scored on: contexts drawn by
         ``context_mix``, and with probability ``fresh_names`` per sample that has names, its names renamed
-        (deterministic from ``seed``, the rank, the epoch and the batch, as the contexts)."""
+        (`StageModule.renamed_samples`)."""
         texts = list(batch["texts"])
         contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(texts)
         if not self.fresh_names:
             return texts, contexts
-        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/names")
-        for i, meta in enumerate(batch["metas"]):
-            entities = (meta.get("context") or {}).get("entities") or []
-            if entities and rng.random() < self.fresh_names:
-                lang = str(meta.get("lang") or "en")
-                invent = functools.partial(invent_entity, lang, rng)
-                texts[i], contexts[i] = rename_entities(texts[i], contexts[i], entities, lang, invent)
-        return texts, contexts
+        return self.renamed_samples(texts, contexts, batch["metas"], batch_idx, self.fresh_names)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         texts, contexts = self.training_samples(batch, batch_idx)

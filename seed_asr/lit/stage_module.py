@@ -3,6 +3,7 @@ stage, freeze by regex, log parameter counts, and optimizers/schedulers from con
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from seed_asr.artifacts.serialization import cmvn_to_dict, tokenizer_to_files
-from seed_asr.data.contexts import check_fractions, mix_contexts
+from seed_asr.corpus.texts import invent_entity
+from seed_asr.data.contexts import check_fractions, mix_contexts, rename_entities
 from seed_asr.utils.checkpoints import CMVN_KEY, TOKENIZER_KEY
 from seed_asr.utils.params import count_parameters, freeze_by_regex, init_from_checkpoint, init_sources
 
@@ -67,6 +69,38 @@ class StageModule(L.LightningModule):
             return None
         rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
         return mix_contexts(metas, self.context_mix, rng)
+
+    def stage_share(self, key: str) -> float:
+        """``stage.<key>``, a probability that renames names only a prompt can tell (0 when absent):
+        checked to lie in [0, 1] and to come with a ``context_mix``."""
+        share = self.stage.get(key) or 0.0
+        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"stage.{key} must be a probability in [0, 1], got {share!r}")
+        if share and not self.context_mix:
+            raise ValueError(f"stage.{key}={share} renames names only a prompt tells: set stage.context_mix")
+        return float(share)
+
+    def renamed_samples(
+        self,
+        texts: Sequence[str],
+        contexts: Sequence[Any],
+        metas: Sequence[Mapping[str, Any]],
+        batch_idx: int,
+        share: float,
+    ) -> tuple[list[str], list[Any]]:
+        """The transcripts and their prompt contexts with, per sample that has names
+        (``context.entities``) and with probability ``share``, every name renamed to a newly invented
+        one in both (`seed_asr.data.contexts.rename_entities`): a name then never recurs, so only the
+        prompt can tell it. Deterministic from ``seed``, the rank, the epoch and the batch."""
+        texts, contexts = list(texts), list(contexts)
+        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/names")
+        for i, meta in enumerate(metas):
+            entities = (meta.get("context") or {}).get("entities") or []
+            if entities and rng.random() < share:
+                lang = str(meta.get("lang") or "en")
+                invent = functools.partial(invent_entity, lang, rng)
+                texts[i], contexts[i] = rename_entities(texts[i], contexts[i], entities, lang, invent)
+        return texts, contexts
 
     def build_model(self) -> nn.Module:
         """Return the stage's model (called once, inside ``configure_model``)."""

@@ -222,6 +222,23 @@ class SpeechLLM(nn.Module):
         out = torch.zeros(targets.shape, dtype=token_logp.dtype, device=token_logp.device)
         return out.masked_scatter(selected, token_logp), selected
 
+    def _mean_nll(self, inputs: LLMInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean negative log-likelihood of the label tokens, and their number."""
+        token_logp, selected = self._target_log_probs(inputs)
+        n_tokens = selected.sum()
+        return -token_logp.sum() / n_tokens, n_tokens
+
+    def text_loss(self, texts: Sequence[str], contexts: Sequence[Mapping | None]) -> torch.Tensor:
+        """Cross-entropy of transcripts in their speech prompts with no audio tokens at all
+        (``[context][markers] transcript eos``, as the ``lm`` stage scores them): what the LLM predicts
+        from the prompt alone. Mean over transcript + eos tokens."""
+        n = len(texts)
+        hidden = self.base_llm.config.hidden_size
+        device = self.llm.get_input_embeddings().weight.device
+        no_audio = torch.zeros((n, 0, hidden), device=device)
+        inputs = self.build_inputs(no_audio, torch.zeros(n, dtype=torch.long, device=device), texts, contexts)
+        return self._mean_nll(inputs)[0]
+
     @staticmethod
     def prompt_contexts(
         batch: Mapping, use_context: bool, contexts: Sequence[Mapping | None] | None = None
@@ -258,9 +275,7 @@ class SpeechLLM(nn.Module):
         inputs = self.build_inputs(
             audio_embeds, audio_lens, batch["texts"], self.prompt_contexts(batch, use_context, contexts)
         )
-        token_logp, selected = self._target_log_probs(inputs)
-        n_tokens = selected.sum()
-        ce_loss = -token_logp.sum() / n_tokens
+        ce_loss, n_tokens = self._mean_nll(inputs)
         out = {"ce_loss": ce_loss, "n_tokens": n_tokens, "loss": ce_loss}
         targets = self.ctc_targets(batch) if self.ctc_trains_something else None
         if targets is not None:
