@@ -20,7 +20,7 @@ from decoupleq.quantizer import (
 from decoupleq.rounding import gptq_round
 
 
-def _round_to_nearest(w: torch.Tensor, h: torch.Tensor, config: QuantConfig, scale: torch.Tensor,
+def _round_to_nearest(w: torch.Tensor, h: torch.Tensor | None, config: QuantConfig, scale: torch.Tensor,
                       zero: torch.Tensor, start: float) -> QuantResult:
     k, gsz = w.shape[1], config.group_size
     q = quantize_codes(w.float(), expand_groups(scale, gsz, k), expand_groups(zero, gsz, k),
@@ -29,11 +29,11 @@ def _round_to_nearest(w: torch.Tensor, h: torch.Tensor, config: QuantConfig, sca
                         {"method": config.method, "seconds": time.perf_counter() - start})
 
 
-def rtn_quantize(w: torch.Tensor, h: torch.Tensor, config: QuantConfig) -> QuantResult:
+def rtn_quantize(w: torch.Tensor, h: torch.Tensor | None, config: QuantConfig) -> QuantResult:
     """Round-to-nearest on each group's min/max grid (`integer_zero_grid`), as in the literature.
 
     Args:
-        w: (N, K) weights; h: (K, K) undamped H (only for the reported error).
+        w: (N, K) weights; h: (K, K) undamped H, only for the reported error (None: not measured).
     """
     start = time.perf_counter()
     scale, zero = integer_zero_grid(w.float(), config.bits, config.group_size, config.symmetric)

@@ -101,6 +101,12 @@ class QuantConfig:
                              f"got {self.clip_grid!r}")
 
     @property
+    def needs_calibration(self) -> bool:
+        """Whether the codes depend on calibration inputs: every method but plain ``rtn`` (a min/max grid
+        from the weights alone), and any method with block-wise refinement."""
+        return self.method != "rtn" or self.blockwise
+
+    @property
     def qmin(self) -> int:
         """Smallest integer code."""
         return -(2 ** (self.bits - 1))

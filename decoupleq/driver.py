@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from decoupleq.baselines import rtn_quantize
 from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
 from decoupleq.config import QuantConfig
 from decoupleq.nn import QuantLinear
+from decoupleq.quantizer import QuantResult
 from decoupleq.solver import LayerQuantizer, check_weight
 
 # Block keyword arguments holding a KV cache: dropped so that re-running a block is side-effect free.
@@ -71,8 +73,9 @@ class _StopForward(Exception):
 
 
 def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], Sequence[nn.Module]],
-                   calib_batches: Iterable[Any], config: QuantConfig, include: Sequence[str] | None = None,
-                   exclude: Sequence[str] | None = None, order: Sequence[Sequence[str]] | None = None,
+                   calib_batches: Iterable[Any] | None, config: QuantConfig,
+                   include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                   order: Sequence[Sequence[str]] | None = None,
                    device: torch.device | str | None = None,
                    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
                    backend: str = "auto") -> QuantReport:
@@ -84,7 +87,9 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
         calib_batches: Model inputs: dicts (passed as keyword arguments) or tensors. A dict's
             "token_mask", else its 2-D "attention_mask" (B, T), marks the real tokens: padding does not
             enter H nor the refinement loss. Without one, a 2-D "attention_mask" in the block's kwargs
-            is used.
+            is used. None: no calibration, for a config that needs none (plain ``rtn`` without
+            block-wise refinement, `QuantConfig.needs_calibration`): each weight is rounded where it is,
+            without a forward pass, and the layer errors are not measured (NaN).
         config: Quantization settings; every selected layer is checked against it before any work.
         include, exclude: Regexes searched in the linears' full names (default: every linear).
         order: Groups of name regexes quantized one after another within a block, e.g.
@@ -116,17 +121,26 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
                 raise ValueError(f"quantize_model: layer {name!r}: {err}; nothing was quantized") from err
     if not any(selected):
         raise ValueError("quantize_model: include/exclude select no nn.Linear inside the blocks")
+    if calib_batches is None and config.needs_calibration:
+        refined = " with block-wise refinement" if config.blockwise else ""
+        raise ValueError(f"quantize_model: method {config.method!r}{refined} needs calibration batches "
+                         "(calib_batches=None suits plain 'rtn' only)")
     report = QuantReport(config)
     was_training = model.training
     model.eval()
     undo = _Undo()
     try:
         with torch.no_grad():
-            inputs, masks = _capture_first_inputs(model, block_list[0], calib_batches, forward_fn, device)
-            for b, (block, layers) in enumerate(zip(block_list, selected, strict=True)):
-                undo.remember(block, layers)
-                inputs = _quantize_block(b, block, layers, inputs, masks, config, order, device, backend,
-                                         report, undo)
+            if calib_batches is None:
+                for block, layers in zip(block_list, selected, strict=True):
+                    undo.remember(block, layers)
+                    _round_block(block, layers, config, backend, report, undo)
+            else:
+                inputs, masks = _capture_first_inputs(model, block_list[0], calib_batches, forward_fn, device)
+                for b, (block, layers) in enumerate(zip(block_list, selected, strict=True)):
+                    undo.remember(block, layers)
+                    inputs = _quantize_block(b, block, layers, inputs, masks, config, order, device, backend,
+                                             report, undo)
     except BaseException:
         undo.restore()  # never leave a half-quantized model
         raise
@@ -239,7 +253,7 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
     if device is not None:
         block.to(device)
     targets = [run_block(block, item) for item in inputs] if config.blockwise else []
-    parents = {id(m): (parent, attr) for parent in block.modules() for attr, m in parent.named_children()}
+    parents = _parents(block)
     packed: dict[str, QuantLinear] = {}
     for group in _ordered_groups(list(layers), order):
         quantizers = {name: LayerQuantizer(layers[name].weight, config, name) for name in group}
@@ -256,12 +270,8 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
         for name in group:
             linear = layers[name]
             result = quantizers[name].solve(linear.weight.detach())
-            packed[name] = QuantLinear.from_linear(linear, result.q, result.scale, result.zero, config,
-                                                   backend=backend)
+            packed[name] = _packed(name, linear, result, quantizers[name].num_tokens, config, backend, report)
             undo.replace(*parents[id(linear)], _stand_in(linear, packed[name]))
-            report.layers[name] = LayerReport(name, tuple(linear.weight.shape), result.error,
-                                              float(result.stats.get("seconds", 0.0)),
-                                              quantizers[name].num_tokens, result.stats)
     if config.blockwise:
         _install(packed, layers, parents)  # refinement trains the QuantLinears' scales and zeros
         report.refinement[index] = refine_block(block, inputs, targets, config, masks)
@@ -270,6 +280,28 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
     if home is not None and device is not None:
         block.to(home)
     return next_inputs
+
+
+def _round_block(block: nn.Module, layers: dict[str, nn.Linear], config: QuantConfig, backend: str,
+                 report: QuantReport, undo: _Undo) -> None:
+    """Data-free round-to-nearest of one block: each linear replaced by its QuantLinear, no forward pass."""
+    parents = _parents(block)
+    for name, linear in layers.items():
+        result = rtn_quantize(linear.weight.detach(), None, config)
+        undo.replace(*parents[id(linear)], _packed(name, linear, result, 0, config, backend, report))
+
+
+def _packed(name: str, linear: nn.Linear, result: QuantResult, tokens: int, config: QuantConfig, backend: str,
+            report: QuantReport) -> QuantLinear:
+    """The QuantLinear of a solved layer, its outcome recorded in `report`."""
+    report.layers[name] = LayerReport(name, tuple(linear.weight.shape), result.error,
+                                      float(result.stats.get("seconds", 0.0)), tokens, result.stats)
+    return QuantLinear.from_linear(linear, result.q, result.scale, result.zero, config, backend=backend)
+
+
+def _parents(block: nn.Module) -> dict[int, tuple[nn.Module, str]]:
+    """id(child module) -> (its parent, its attribute name) over `block`."""
+    return {id(m): (parent, attr) for parent in block.modules() for attr, m in parent.named_children()}
 
 
 def _stand_in(linear: nn.Linear, quantized: QuantLinear) -> nn.Linear:

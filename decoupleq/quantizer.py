@@ -23,7 +23,8 @@ class QuantResult:
         q: (N, K) int8 signed codes in [qmin, qmax], in the original column order.
         scale: (N, G) float32 scale per row and group.
         zero: (N, G) float32 zero per row and group.
-        error: Relative output error ||X (W - W_hat)^T|| / ||X W^T|| measured with the undamped H.
+        error: Relative output error ||X (W - W_hat)^T|| / ||X W^T|| measured with the undamped H (NaN
+            when undefined, or not measured: data-free RTN without calibration inputs).
         stats: Solver details (damping used, iterations, errors per iteration, seconds, ...).
     """
 
@@ -185,13 +186,15 @@ def clip_search_init(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: in
     return best_s, best_z
 
 
-def build_result(w: torch.Tensor, h: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                 group_size: int, scale_dtype: str, stats: dict[str, Any]) -> QuantResult:
+def build_result(w: torch.Tensor, h: torch.Tensor | None, q: torch.Tensor, scale: torch.Tensor,
+                 zero: torch.Tensor, group_size: int, scale_dtype: str, stats: dict[str, Any]) -> QuantResult:
     """Package codes and grid as a QuantResult: scale and zero are rounded to their storage dtype
-    `scale_dtype` (returned as float32) and the relative output error is measured with them and `h`."""
+    `scale_dtype` (returned as float32) and the relative output error is measured with them and `h`
+    (NaN, not measured, without one)."""
     dtype = getattr(torch, scale_dtype)
     scale, zero = scale.to(dtype).float(), zero.to(dtype).float()
-    w_hat = dequantize(q, scale.double(), zero.double(), group_size)
-    return QuantResult(q=q.to(torch.int8), scale=scale, zero=zero,
-                       error=relative_output_error(w.double(), w_hat, h.to(w.device, torch.float64)),
-                       stats=stats)
+    error = float("nan")
+    if h is not None:
+        w_hat = dequantize(q, scale.double(), zero.double(), group_size)
+        error = relative_output_error(w.double(), w_hat, h.to(w.device, torch.float64))
+    return QuantResult(q=q.to(torch.int8), scale=scale, zero=zero, error=error, stats=stats)

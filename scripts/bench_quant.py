@@ -110,10 +110,12 @@ def calibration(tokens: torch.Tensor, count: int, seq: int, device: str) -> list
 
 # part (a) rows: label -> (QuantConfig.method, block-wise refinement, calibration). Sequential
 # calibration quantizes a block's linears group by group (ORDER), later groups seeing the quantized
-# earlier ones; parallel calibrates all of a block's linears in one pass (llmcompressor's way). Blocks
-# always receive the outputs of the quantized blocks before them.
+# earlier ones; parallel calibrates all of a block's linears in one pass (llmcompressor's way); none
+# rounds the weights where they are (data-free RTN, its layer error not measured). Blocks always receive
+# the outputs of the quantized blocks before them.
 MODEL_METHODS = {
     "rtn": ("rtn", False, "parallel"),
+    "rtn (no data)": ("rtn", False, "none"),
     "rtn_clip": ("rtn_clip", False, "parallel"),
     "gptq": ("gptq", False, "sequential"),
     "gptq parallel": ("gptq", False, "parallel"),
@@ -150,7 +152,8 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
             model = build_model(args.hidden, args.layers)
             model.load_state_dict(state)
             model.to(args.device).eval()
-            report = quantize_model(model, lambda m=model: m.model.layers, batches,
+            report = quantize_model(model, lambda m=model: m.model.layers,
+                                    None if calibration == "none" else batches,
                                     config_for(method, bits, group, blockwise),
                                     order=ORDER if calibration == "sequential" else None, device=args.device)
             rows[label] = {"mean_error": report.mean_error(), "seconds": report.seconds,
@@ -176,6 +179,10 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
                   f"{r['ppl']:8.3f} {r['dppl_vs_gptq']:10.3f} {r['seconds']:7.2f} {r['solver_seconds']:8.2f} "
                   f"{r['time_vs_gptq']:7.2f}")
         out["whole_model"][setting] = rows
+        dq, rtn = rows["decoupleq"], rows["rtn (no data)"]
+        print(f"{setting:10s} calibration speed: RTN {rtn['seconds'] / dq['seconds']:.3f} x decoupleQ's time "
+              f"(target < 0.10), decoupleQ {dq['seconds'] / dq['solver_seconds']:.2f} x its solver time "
+              f"(target <= 2)")
 
 
 def layer_hessians(model: nn.Module, batches: list[dict]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

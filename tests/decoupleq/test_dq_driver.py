@@ -179,3 +179,34 @@ def test_calibration_stand_ins_compute_what_the_quantized_layer_computes(dtype):
     x = torch.randn(5, 7, 96, generator=gen).to(dtype)
     with torch.no_grad():
         assert torch.equal(_stand_in(linear, quantized)(x), quantized(x))
+
+
+def test_data_free_rtn_rounds_as_calibrated_rtn_without_a_forward_pass():
+    """Plain RTN's grid comes from the weights alone: without calibration batches it gives the codes and
+    grids of a calibrated run, runs no block, and reports the errors as not measured."""
+    config = QuantConfig(bits=2, group_size=32, method="rtn")
+    calibrated = mlp_model()
+    quantize_model(calibrated, list(calibrated), [torch.randn(8, 64)], config)
+    model = mlp_model()
+    calls = []
+    for block in model:
+        block.register_forward_hook(lambda *_: calls.append(1))
+    report = quantize_model(model, list(model), None, config)
+    assert not calls
+    pairs = zip(codes_and_grids(model), codes_and_grids(calibrated), strict=True)
+    for (p, s, z), (p_ref, s_ref, z_ref) in pairs:
+        assert torch.equal(p, p_ref) and torch.equal(s, s_ref) and torch.equal(z, z_ref)
+    assert set(report.layers) == {f"{b}.{i}" for b in range(3) for i in (0, 2)}
+    assert all(math.isnan(r.error) and r.tokens == 0 for r in report.layers.values())
+
+
+@pytest.mark.parametrize("config", [QuantConfig(bits=2, group_size=32, method="decoupleq"),
+                                    QuantConfig(bits=2, group_size=32, method="gptq"),
+                                    QuantConfig(bits=2, group_size=32, method="rtn_clip"),
+                                    QuantConfig(bits=2, group_size=32, method="rtn", blockwise=True)])
+def test_methods_that_need_calibration_fail_without_it_before_any_work(config):
+    model = mlp_model()
+    before = _state(model)
+    with pytest.raises(ValueError, match=f"method '{config.method}'.*needs calibration batches"):
+        quantize_model(model, list(model), None, config)
+    _unchanged(model, before)
