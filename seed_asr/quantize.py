@@ -31,14 +31,17 @@ def quantize(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The report written to ``quant_report.json``.
     """
-    spec = QuantSpec.from_cfg(cfg.quant).with_method(cfg.get("method"), cfg.get("blockwise"))
+    spec = QuantSpec.from_cfg(cfg.quant, cfg.get("method"), cfg.get("blockwise"))
     if is_quantized_dir(cfg.ckpt):
         raise ValueError(f"ckpt={cfg.ckpt} is already quantized; give a float stage checkpoint")
     out = Path(cfg.paths.output_dir)
     device = pick_device(cfg.device)
     loaded = load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
-    datamodule = instantiate(cfg.data, output_dir=str(out))
-    batches = calibration_batches(datamodule.train_dataloader(), loaded.features, spec.calib_batches, device)
+    batches = []
+    if spec.calib_batches:  # 0: data-free (plain RTN), no corpus read
+        datamodule = instantiate(cfg.data, output_dir=str(out))
+        batches = calibration_batches(datamodule.train_dataloader(), loaded.features, spec.calib_batches,
+                                      device)
     report = quantize_to_folder(
         loaded.model, batches, spec, out, OmegaConf.to_container(loaded.cfg, resolve=True),
         cmvn_to_dict(loaded.features.cmvn), device, cfg.backend, ckpt=str(loaded.source),

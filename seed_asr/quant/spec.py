@@ -29,7 +29,8 @@ class QuantSpec:
         exclude: Regexes of linears kept in full precision.
         order: Groups of name regexes quantized one after another within a block (sequential
             calibration); empty: all of a block's linears from one pass (parallel).
-        calib_batches: Training batches used for calibration.
+        calib_batches: Training batches used for calibration; 0 for a method that needs none (plain
+            ``rtn``, `decoupleq.QuantConfig.needs_calibration`): no data read, no forward pass.
     """
 
     name: str
@@ -48,8 +49,12 @@ class QuantSpec:
             raise ValueError(f"quant.parts must be a non-empty subset of {list(PARTS)}, "
                              f"got {list(self.parts)}")
         if not isinstance(self.calib_batches, int) or isinstance(self.calib_batches, bool) \
-                or self.calib_batches < 1:
-            raise ValueError(f"quant.calib_batches must be an int >= 1, got {self.calib_batches!r}")
+                or self.calib_batches < 0:
+            raise ValueError(f"quant.calib_batches must be an int >= 0, got {self.calib_batches!r}")
+        if self.calib_batches == 0 and self.config.needs_calibration:
+            raise ValueError(f"quant.calib_batches=0: method {self.config.method!r}"
+                             f"{' with block-wise refinement' if self.config.blockwise else ''} needs "
+                             "calibration batches (0 suits plain 'rtn' only)")
         for key, patterns in (("include", self.include), ("exclude", self.exclude),
                               ("order", [p for group in self.order for p in group])):
             for pattern in patterns:
@@ -59,31 +64,24 @@ class QuantSpec:
                     raise ValueError(f"quant.{key}: invalid regex {pattern!r}: {err}") from err
 
     @classmethod
-    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any]) -> QuantSpec:
-        """Build from a ``conf/quant`` node; unknown keys and bad values raise ValueError naming them."""
+    def from_cfg(cls, cfg: DictConfig | Mapping[str, Any], method: str | None = None,
+                 blockwise: bool | None = None) -> QuantSpec:
+        """Build from a ``conf/quant`` node, with another ``method`` / ``blockwise`` switch when given
+        (None keeps the node's); unknown keys and bad values raise ValueError naming them."""
         data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
         unknown = sorted(set(data) - _SPEC_KEYS)
         if unknown:
             raise ValueError(f"quant: unknown keys {unknown}; expected {sorted(_SPEC_KEYS)}")
+        overrides = {k: v for k, v in (("method", method), ("blockwise", blockwise)) if v is not None}
         return cls(
             name=data.get("name", ""),
-            config=QuantConfig.from_dict(dict(data.get("config") or {})),
+            config=QuantConfig.from_dict({**(data.get("config") or {}), **overrides}),
             parts=tuple(data.get("parts") or PARTS),
             include=tuple(data.get("include") or ()),
             exclude=tuple(data.get("exclude") or ()),
             order=tuple(tuple(group) for group in data.get("order") or ()),
             calib_batches=data.get("calib_batches", 8),
         )
-
-    def with_method(self, method: str | None, blockwise: bool | None = None) -> QuantSpec:
-        """A copy with another method / block-wise switch (validated); None keeps the current value."""
-        fields = self.config.to_dict()
-        if method is not None:
-            fields["method"] = method
-        if blockwise is not None:
-            fields["blockwise"] = blockwise
-        return QuantSpec(self.name, QuantConfig.from_dict(fields), self.parts, self.include, self.exclude,
-                         self.order, self.calib_batches)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form, the inverse of ``from_cfg``."""

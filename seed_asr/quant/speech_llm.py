@@ -121,7 +121,8 @@ def quantize_speech_llm(model: nn.Module, batches: list[dict[str, Any]], spec: Q
 
     Args:
         model: a float ``SpeechLLM``; its selected linears become ``QuantLinear``.
-        batches: calibration batches with ``feats``, ``feat_lens`` and ``texts``.
+        batches: calibration batches with ``feats``, ``feat_lens`` and ``texts`` (none: data-free, for a
+            method that needs no calibration).
         spec: what and how to quantize.
         device: where each block runs while it is quantized (default: where it is).
         backend: forward backend of the new ``QuantLinear`` layers.
@@ -136,7 +137,8 @@ def quantize_speech_llm(model: nn.Module, batches: list[dict[str, Any]], spec: Q
     for segment in block_plan(model, spec.parts):
         items = [{**batch, "token_mask": m[segment.part]} for batch, m in zip(batches, masks, strict=True)]
         if any(selected_linears(model, block, spec) for block in segment.blocks):
-            report = quantize_model(model, segment.blocks, items, spec.config, include=spec.include or None,
+            report = quantize_model(model, segment.blocks, items or None, spec.config,
+                                    include=spec.include or None,
                                     exclude=spec.exclude or None, order=spec.order or None, device=device,
                                     forward_fn=_run_speech_llm, backend=backend)
             total.layers.update(report.layers)

@@ -3,6 +3,8 @@ accuracy at 8 bits against the float model, and the quantized folder round trip 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -49,7 +51,9 @@ def model_and_batch(seed: int = 0) -> tuple[nn.Module, dict]:
     ({"name": "x", "config": {"bits": 5}}, "bits"),
     ({"name": "x", "config": {"bits": 2, "gruop_size": 64}}, "gruop_size"),
     ({"name": "x", "config": {}, "parts": ["decoder"]}, "parts"),
-    ({"name": "x", "config": {}, "calib_batches": 0}, "calib_batches"),
+    ({"name": "x", "config": {}, "calib_batches": 0}, "calib_batches=0: method 'decoupleq'"),
+    ({"name": "x", "config": {"method": "rtn", "blockwise": True}, "calib_batches": 0}, "block-wise"),
+    ({"name": "x", "config": {"method": "rtn"}, "calib_batches": -1}, "calib_batches must be an int >= 0"),
     ({"name": "x", "config": {}, "exclude": ["(unclosed"]}, "exclude"),
     ({"name": "x y", "config": {}}, "name"),
     ({"name": "x", "config": {}, "calib": 3}, "calib"),
@@ -57,6 +61,30 @@ def model_and_batch(seed: int = 0) -> tuple[nn.Module, dict]:
 def test_bad_quant_config_is_rejected_naming_the_field(node: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         QuantSpec.from_cfg(node)
+
+
+def test_method_switch_is_validated_with_the_calibration_it_gets() -> None:
+    node = {"name": "x", "config": {"method": "decoupleq"}, "calib_batches": 0}
+    assert QuantSpec.from_cfg(node, method="rtn").config.method == "rtn"  # data-free: valid
+    with pytest.raises(ValueError, match="needs calibration"):
+        QuantSpec.from_cfg({**node, "config": {"method": "rtn"}}, method="gptq")
+
+
+def test_data_free_rtn_quantizes_as_calibrated_rtn() -> None:
+    quantized = []
+    for batches in ([make_batch(TEXTS, FRAMES)], []):
+        model, _ = model_and_batch()
+        report = quantize_speech_llm(model, batches, spec(method="rtn", bits=2))
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+        assert set(layers) == set(report.layers)
+        quantized.append((layers, report))
+    (calibrated, measured), (data_free, unmeasured) = quantized
+    for name, layer in calibrated.items():
+        assert torch.equal(layer.packed, data_free[name].packed)
+        other = data_free[name]
+        assert torch.equal(layer.scale, other.scale) and torch.equal(layer.zero, other.zero)
+    assert all(r.error > 0 for r in measured.layers.values())
+    assert all(math.isnan(r.error) and r.tokens == 0 for r in unmeasured.layers.values())  # not measured
 
 
 def test_group_size_that_does_not_divide_a_layer_is_rejected_before_any_work() -> None:
