@@ -44,8 +44,34 @@ def context_cells(cfg: DictConfig) -> list[str] | None:
     return list(cfg.context.cells) if cfg.context.cells else None
 
 
+def run_order(runs: DictConfig | dict) -> list[str]:
+    """The training runs in the order they can run: as listed, except that a run comes after every run
+    its ``init_from`` names (so a profile may add a run that an earlier-listed run starts from).
+
+    Raises:
+        ValueError: a run starts from a run that is not in ``runs``, or runs start from each other.
+    """
+    sources = {name: list((run or {}).get("init_from") or {}) for name, run in runs.items()}
+    for name, names in sources.items():
+        unknown = [s for s in names if s not in sources]
+        if unknown:
+            raise ValueError(f"runs.{name}.init_from names {unknown}, which are not runs: {list(sources)}")
+    order: list[str] = []
+    while len(order) < len(sources):
+        ready = [n for n in sources if n not in order and all(s in order for s in sources[n])]
+        if not ready:
+            raise ValueError(f"runs start from each other: {[n for n in sources if n not in order]}")
+        order.append(ready[0])
+    return order
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Fail before any work on measurement choices that the later sections would reject."""
+    """Fail before any work on run plans and measurement choices that later steps would reject."""
+    run_order(cfg.runs)
+    for kind in ("ssl", "random"):
+        unknown = [s for s in cfg.comparison[kind] or {} if s not in cfg.runs]
+        if unknown:
+            raise ValueError(f"comparison.{kind} names {unknown}, which are not runs: {list(cfg.runs)}")
     if cfg.context.enabled:
         measurement_cells(cfg.context.beam_size, cfg.context.alpha, cfg.context.prune_threshold,
                           context_cells(cfg))
@@ -61,7 +87,8 @@ def run_demo(cfg: DictConfig) -> Path:
     clock = Clock(out / "timings.json")
     corpus = clock.run("corpus", prepare_corpus, out, cfg)
     runs: dict[str, dict] = {}  # training run -> its stage and steps
-    for name, run in cfg.runs.items():
+    for name in run_order(cfg.runs):
+        run = cfg.runs[name]
         extra = init_from_overrides(out, run.get("init_from")) + list(run.get("overrides") or [])
         runs[name] = clock.run(name, train_run, out, corpus, name, run.stage, run.steps, extra, cfg)
     for kind in ("ssl", "random"):

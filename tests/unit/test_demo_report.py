@@ -9,8 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from seed_asr.demo.context import TARGET_CELLS, measurement_cells
-from seed_asr.demo.pipeline import run_demo
+from seed_asr.demo.pipeline import run_demo, run_order
 from seed_asr.demo.report import curve_lines, heldout_lines, learning_curve, target_lines
+from seed_asr.demo.runs import init_from_overrides
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -73,6 +74,9 @@ def test_context_cells_keep_grid_order_and_need_the_target_cells() -> None:
 @pytest.mark.parametrize("override, message", [
     ("context.cells=[sft/relevant/beam]", "missing target cells"),
     ("quant.methods=[rtn,gptq]", "start from the decoupleq\\+bw model"),
+    ("+runs.rl.init_from.nope='.*'", r"runs.rl.init_from names \['nope'\], which are not runs"),
+    ("+runs.sft.init_from={rl: '.*'}", r"from each other: \['sft', 'context_sft', 'rl', 'rl_control'\]"),
+    ("+comparison.ssl.sssl='.*'", r"comparison.ssl names \['sssl'\]"),
 ])
 def test_a_bad_measurement_choice_fails_before_any_work(tmp_path: Path, override: str, message: str) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -80,6 +84,23 @@ def test_a_bad_measurement_choice_fails_before_any_work(tmp_path: Path, override
     with pytest.raises(ValueError, match=message):
         run_demo(cfg)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_run_comes_after_the_runs_it_starts_from() -> None:
+    runs = {"a": {"init_from": {"c": ".*"}}, "b": {}, "c": {"init_from": {"b": ".*"}}, "d": None}
+    assert run_order(runs) == ["b", "c", "a", "d"]  # as listed where nothing forces another order
+
+
+def test_the_context_profile_trains_the_copying_llm_before_context_sft(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("demo", overrides=["profile=context"])
+    order = run_order(cfg.runs)
+    assert order.index("sft") < order.index("copy_lm") < order.index("context_sft")
+    assert cfg.runs.copy_lm.stage == "lm" and "stage.fresh_names=1.0" in cfg.runs.copy_lm.overrides
+    # the SFT model first, then the copying LLM over its llm. parameters
+    assert init_from_overrides(tmp_path, cfg.runs.context_sft.init_from) == [
+        f"stage.init_from=[{{path: {tmp_path / 'sft'}, include: ['.*']}}, "
+        f"{{path: {tmp_path / 'copy_lm'}, include: ['^llm\\.']}}]"]
 
 
 @pytest.mark.parametrize("profile, settings, cells", [(None, 2, 5), ("full", 4, None)])
