@@ -37,7 +37,14 @@ class LMModule(StageModule):
     uses_tokenizer = True
 
     def build_model(self) -> nn.Module:
-        self.fresh_names = self.stage_share("fresh_names")
+        share = self.stage.get("fresh_names") or 0.0
+        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"stage.fresh_names must be a probability in [0, 1], got {share!r}")
+        if share and not self.context_mix:
+            raise ValueError(
+                f"stage.fresh_names={share} renames names only a prompt can tell: set stage.context_mix"
+            )
+        self.fresh_names = float(share)
         prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:

@@ -70,16 +70,6 @@ class StageModule(L.LightningModule):
         rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
         return mix_contexts(metas, self.context_mix, rng)
 
-    def stage_share(self, key: str) -> float:
-        """``stage.<key>``, a probability that renames names only a prompt can tell (0 when absent):
-        checked to lie in [0, 1] and to come with a ``context_mix``."""
-        share = self.stage.get(key) or 0.0
-        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
-            raise ValueError(f"stage.{key} must be a probability in [0, 1], got {share!r}")
-        if share and not self.context_mix:
-            raise ValueError(f"stage.{key}={share} renames names only a prompt tells: set stage.context_mix")
-        return float(share)
-
     def renamed_samples(
         self,
         texts: Sequence[str],
