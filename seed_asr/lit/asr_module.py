@@ -31,16 +31,16 @@ class ASRModule(StageModule):
 
     def build_model(self) -> nn.Module:
         self.init_step_options()
+        return build_speech_llm(self.model_cfg, self.tokenizer)
+
+    def init_step_options(self) -> None:
+        """The copy loss's weight (validated), validation's decoding settings and transcript collector."""
         weight = self.stage.get("copy_weight") or 0.0
         if isinstance(weight, bool) or not 0.0 <= float(weight) < float("inf"):
             raise ValueError(f"stage.copy_weight must be a finite weight >= 0, got {weight!r}")
         if weight and not self.context_mix:
             raise ValueError(f"stage.copy_weight={weight} scores names from prompts: set stage.context_mix")
         self.copy_weight = float(weight)
-        return build_speech_llm(self.model_cfg, self.tokenizer)
-
-    def init_step_options(self) -> None:
-        """Validation's decoding settings and transcript collector."""
         use_context = bool(self.stage.get("val_use_context"))
         self.decoding = DecodingConfig(**(self.decoding_cfg or {}), use_context=use_context)
         self.collector = TranscriptCollector()

@@ -153,6 +153,9 @@ class RLModule(ASRModule):
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
+        if self.copy_weight:
+            raise ValueError(f"stage.copy_weight={self.copy_weight}: the rl stage's MWER step has no copy "
+                             "loss")
         self.mwer = MWERConfig(**self.stage.rl)
         return model
 

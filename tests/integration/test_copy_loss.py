@@ -70,3 +70,10 @@ def test_copy_weight_adds_the_renamed_transcripts_loss(tiny_corpus: Path, tmp_pa
 def test_bad_copy_weight_fails_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error):
     with pytest.raises(ValueError, match=error):
         build("context_sft", tiny_corpus, tmp_path, stage_overrides=overrides)
+
+
+def test_stages_without_the_copy_loss_refuse_a_weight_and_run_without_one(tiny_corpus: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="rl stage's MWER step has no copy loss"):
+        build("rl", tiny_corpus, tmp_path, stage_overrides={"context_mix": MIX, "copy_weight": 1.0})
+    module, _ = build("sft", tiny_corpus, tmp_path)  # stages whose config has no copy_weight: off
+    assert module.copy_weight == 0.0
