@@ -106,6 +106,13 @@ class QuantConfig:
         from the weights alone), and any method with block-wise refinement."""
         return self.method != "rtn" or self.blockwise
 
+    def check_data_free(self, what: str) -> None:
+        """Raise ValueError, prefixed with ``what``, when this config cannot quantize without calibration."""
+        if self.needs_calibration:
+            refined = " with block-wise refinement" if self.blockwise else ""
+            raise ValueError(f"{what}: method {self.method!r}{refined} needs calibration batches "
+                             "(only plain 'rtn' runs without)")
+
     @property
     def qmin(self) -> int:
         """Smallest integer code."""

@@ -121,10 +121,8 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
                 raise ValueError(f"quantize_model: layer {name!r}: {err}; nothing was quantized") from err
     if not any(selected):
         raise ValueError("quantize_model: include/exclude select no nn.Linear inside the blocks")
-    if calib_batches is None and config.needs_calibration:
-        refined = " with block-wise refinement" if config.blockwise else ""
-        raise ValueError(f"quantize_model: method {config.method!r}{refined} needs calibration batches "
-                         "(calib_batches=None suits plain 'rtn' only)")
+    if calib_batches is None:
+        config.check_data_free("quantize_model: calib_batches=None")
     report = QuantReport(config)
     was_training = model.training
     model.eval()

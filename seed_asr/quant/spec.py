@@ -51,10 +51,8 @@ class QuantSpec:
         if not isinstance(self.calib_batches, int) or isinstance(self.calib_batches, bool) \
                 or self.calib_batches < 0:
             raise ValueError(f"quant.calib_batches must be an int >= 0, got {self.calib_batches!r}")
-        if self.calib_batches == 0 and self.config.needs_calibration:
-            raise ValueError(f"quant.calib_batches=0: method {self.config.method!r}"
-                             f"{' with block-wise refinement' if self.config.blockwise else ''} needs "
-                             "calibration batches (0 suits plain 'rtn' only)")
+        if self.calib_batches == 0:
+            self.config.check_data_free("quant.calib_batches=0")
         for key, patterns in (("include", self.include), ("exclude", self.exclude),
                               ("order", [p for group in self.order for p in group])):
             for pattern in patterns:
