@@ -19,17 +19,21 @@ Contexts (``context_mode``): ``none``; ``relevant`` (each utterance's own contex
 this utterance, deterministic from ``context_seed``: see `seed_asr.data.contexts.irrelevant_contexts`).
 Keyword metrics (B-WER, U-WER, recall) always use the utterance's own hot-word list;
 ``hallucinated_keywords`` counts hot words OF THE PROMPT that the hypothesis has more often than the
-reference.
+reference. With ``heard_from`` (training shard patterns), keyword recall is also split by names heard in
+training or not, and the reference words (Mandarin characters) by how often the training transcripts hold
+them (`seed_asr.metrics.wer.TRAIN_COUNT_BUCKETS`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,7 @@ from seed_asr.data.contexts import irrelevant_contexts
 from seed_asr.data.records import iter_records
 from seed_asr.decoding.recognize import DecodingConfig, transcripts
 from seed_asr.metrics.wer import WERAccumulator, hallucinated_keywords
+from seed_asr.text.units import scoring_units
 
 CONTEXT_MODES = ("none", "relevant", "irrelevant")
 
@@ -108,12 +113,34 @@ def eval_batches(cfg: DictConfig, loaded: LoadedModel, shards: Any, device: torc
             )
 
 
-def heard_names(patterns: Any) -> set[str]:
-    """The names of the records of training shards (``context.entities``): what a model trained on them
-    has heard (records only: no audio is read)."""
+@dataclass(frozen=True)
+class TrainingExposure:
+    """What a model trained on some shards has heard (from their records only: no audio is read).
+
+    Attributes:
+        names: the records' names (``context.entities``).
+        unit_counts: (lang, scoring unit) -> occurrences in the records' transcripts.
+    """
+
+    names: frozenset[str]
+    unit_counts: Counter[tuple[str, str]]
+
+
+def training_exposure(patterns: Any) -> TrainingExposure:
+    """The `TrainingExposure` of training shard patterns (read once per process and patterns)."""
     patterns = OmegaConf.to_object(patterns) if OmegaConf.is_config(patterns) else patterns
-    records = iter_records(patterns)
-    return {name for record in records for name in (record.get("context") or {}).get("entities") or []}
+    return _training_exposure((patterns,) if isinstance(patterns, str) else tuple(patterns))
+
+
+@functools.cache
+def _training_exposure(patterns: tuple[str, ...]) -> TrainingExposure:
+    names: set[str] = set()
+    counts: Counter[tuple[str, str]] = Counter()
+    for record in iter_records(list(patterns)):
+        names.update((record.get("context") or {}).get("entities") or [])
+        lang = str(record.get("lang") or "en")
+        counts.update((lang, unit) for unit in scoring_units(record["text"], lang))
+    return TrainingExposure(frozenset(names), counts)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -130,8 +157,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     mode = context_mode(cfg)
     prompt_contexts = _PromptContexts(mode, shards, int(cfg.get("context_seed", 0)))
     decoding = DecodingConfig(**cfg.decoding, use_context=mode != "none")
-    heard = heard_names(cfg.heard_from) if cfg.get("heard_from") else None
-    acc = WERAccumulator(group_by=("domain", "speaker"), heard_names=heard)
+    heard = training_exposure(cfg.heard_from) if cfg.get("heard_from") else None
+    acc = WERAccumulator(
+        group_by=("domain", "speaker"),
+        heard_names=heard and heard.names,
+        train_unit_counts=heard and heard.unit_counts,
+    )
     hallucinated = 0
     skipped: list[dict[str, str]] = []
     partial = {name: out / f".{name}.partial" for name in ("hyps.jsonl", "results.json")}

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from seed_asr.metrics.wer import WERAccumulator  # noqa: E402
+from seed_asr.metrics.wer import TRAIN_COUNT_BUCKETS, WERAccumulator  # noqa: E402
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -163,6 +163,27 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
+def train_count_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """Markdown: the share of reference words (Mandarin characters) missed, by how often the training
+    transcripts hold them (``unit_error/<lang>/train_count_<bucket>`` of an eval with ``heard_from``)."""
+    langs = [lang for lang in ("en", "zh") if any(k.startswith(f"unit_error/{lang}/") for k in metrics)]
+    if not langs:
+        return []
+    names = {"en": "English words", "zh": "Mandarin characters"}
+    lines = [
+        "| times in training transcripts | " + " | ".join(f"{names[g]} | missed %" for g in langs) + " |",
+        "|---|" + "---|---|" * len(langs),
+    ]
+    for _, bucket in TRAIN_COUNT_BUCKETS:
+        cells = [
+            f"{metrics.get(f'num_ref_units/{g}/train_count_{bucket}', 0)} "
+            f"| {_pct(metrics.get(f'unit_error/{g}/train_count_{bucket}'))}"
+            for g in langs
+        ]
+        lines.append(f"| {bucket} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def heldout_lines(evals: Mapping[str, dict], heldout: Mapping[str, dict]) -> list[str]:
     """Markdown: each run's error rates on the test split beside the held-out voices, then per voice."""
     lines = [
@@ -253,6 +274,10 @@ def write_report(
         lines += ["", "| voice | error rate |", "|---|---|"] + [
             f"| {a} | {_pct(v)} |" for a, v in accents.items()
         ]
+        by_count = train_count_lines(final["metrics"])
+        if by_count:
+            lines += ["", "Reference words (characters) substituted or deleted, by how often the training "
+                      "transcripts hold them (insertions left out):", "", *by_count]
         lines += ["", "### Sample transcripts (sft, test)", "", "| reference | hypothesis |", "|---|---|"]
         for line in hyps.read_text(encoding="utf-8").splitlines()[:10]:
             row = json.loads(line)

@@ -66,7 +66,8 @@ def train_run(
 def eval_run(
     out: Path, corpus: Path, name: str, overrides: Sequence[str] = (), split: str = "test"
 ) -> dict[str, Any]:
-    """WER/CER of a run's last checkpoint on a corpus split (``out/eval_<name>[_<split>]/results.json``)."""
+    """WER/CER of a run's last checkpoint on a corpus split (``out/eval_<name>[_<split>]/results.json``),
+    with the breakdowns by what the corpus' training split holds (``heard_from``)."""
     eval_dir = out / (f"eval_{name}" if split == "test" else f"eval_{name}_{split}")
     results = eval_dir / "results.json"
     if not results.exists():
@@ -78,6 +79,7 @@ def eval_run(
             f"paths.corpus_dir={corpus}",
             f"hydra.run.dir={eval_dir}",
             f"shards={corpus / split / 'shard-*.tar'}",
+            f"heard_from={corpus / 'train' / 'shard-*.tar'}",
             *overrides,
         ]
         eval_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ biased when it lies inside an occurrence of a keyword (same normalisation) in it
   hypothesis units, over the number of biased reference units; U-WER the same for the other units;
 - keyword recall: occurrences of keywords in the references also found in the hypotheses (counted
   per utterance, at most as often as in the reference), over the occurrences in the references.
+
+Given how often each unit occurs in the training transcripts, reference units are also scored by that
+count (`TRAIN_COUNT_BUCKETS`): the share substituted or deleted (insertions have no reference unit),
+which tells errors of words a model rarely heard from errors of words it knows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from dataclasses import dataclass, fields
 import jiwer
 
 from seed_asr.text.units import NORMALIZER_NAME, is_mandarin, keyword_mask, scoring_units
+
+# (lowest count, label) of the training-count buckets, ascending
+TRAIN_COUNT_BUCKETS = ((0, "0"), (1, "1-9"), (10, "10-99"), (100, "100+"))
+
+
+def train_count_bucket(count: int) -> str:
+    """Label of the `TRAIN_COUNT_BUCKETS` bucket holding ``count`` (>= 0) training occurrences."""
+    return next(label for low, label in reversed(TRAIN_COUNT_BUCKETS) if count >= low)
 
 
 def _count_occurrences(units: Sequence[str], keyword: Sequence[str]) -> int:
@@ -109,6 +121,13 @@ def _edit_positions(hyp_units: list[str], ref_units: list[str]) -> list[tuple[st
     return edits
 
 
+def missed_ref_units(hyp: str, ref: str, lang: str) -> list[tuple[str, bool]]:
+    """Each reference unit of the alignment, with True where it is substituted or deleted."""
+    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
+    missed = {ref_pos for kind, ref_pos, _ in _edit_positions(hyp_units, ref_units) if kind != "insertions"}
+    return [(unit, i in missed) for i, unit in enumerate(ref_units)]
+
+
 def hallucinated_keywords(hyp: str, ref: str, keywords: Sequence[str], lang: str = "en") -> int:
     """Keyword occurrences in `hyp` beyond those in `ref` (e.g. hot words copied from a misleading context).
 
@@ -158,6 +177,8 @@ class WERAccumulator:
         heard_names: the names a model heard in training (e.g. `heard_names` of its training shards):
             given, keyword recall is also reported for the keywords among them (``/heard``) and the
             others (``/unheard``: names the model can only take from its prompt).
+        train_unit_counts: (lang, scoring unit) -> occurrences in the training transcripts: given,
+            reference units are also scored by that count (``unit_error/<lang>/train_count_<bucket>``).
     """
 
     def __init__(
@@ -165,10 +186,12 @@ class WERAccumulator:
         group_by: Sequence[str] = ("domain", "speaker"),
         default_lang: str = "en",
         heard_names: Collection[str] | None = None,
+        train_unit_counts: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         self.group_by = tuple(group_by)
         self.default_lang = default_lang
         self.heard_names = None if heard_names is None else {name.casefold() for name in heard_names}
+        self.train_unit_counts = train_unit_counts
         self.reset()
 
     def reset(self) -> None:
@@ -177,6 +200,7 @@ class WERAccumulator:
         self._by_lang: dict[str, ErrorCounts] = defaultdict(ErrorCounts)
         self._by_group: dict[tuple[str, str], ErrorCounts] = defaultdict(ErrorCounts)
         self._by_exposure: dict[str, ErrorCounts] = defaultdict(ErrorCounts)
+        self._by_train_count: dict[tuple[str, str], ErrorCounts] = defaultdict(ErrorCounts)
 
     def update(
         self, hyp: str, ref: str, meta: Mapping[str, object] | None = None, keywords: Sequence[str] = ()
@@ -202,6 +226,10 @@ class WERAccumulator:
                 listed = [k for k in keywords if (k.casefold() in self.heard_names) == (exposure == "heard")]
                 if listed:
                     self._by_exposure[exposure] += utterance_counts(hyp, ref, lang, listed)
+        if self.train_unit_counts is not None:
+            for unit, missed in missed_ref_units(hyp, ref, lang):
+                bucket = train_count_bucket(self.train_unit_counts.get((lang, unit), 0))
+                self._by_train_count[(lang, bucket)] += ErrorCounts(ref_units=1, errors=int(missed))
 
     def compute(self) -> dict[str, float | int | str]:
         """Metrics collected so far.
@@ -209,7 +237,8 @@ class WERAccumulator:
         Keys: `wer` (all utterances pooled: words, characters for Mandarin), `wer/<lang>` or
         `cer/<lang>` for Mandarin, `wer/<group>/<value>`, `b_wer`, `u_wer`, `keyword_recall` (overall
         and `/<lang>`, when keywords were given), `num_utts`, `num_ref_units` (overall and
-        `/<lang>`), and `normalizer`.
+        `/<lang>`), and `normalizer`; with heard names `keyword_recall/{heard,unheard}`, with training unit
+        counts `unit_error/<lang>/train_count_<bucket>` and `num_ref_units/<lang>/train_count_<bucket>`.
         """
         metrics: dict[str, float | int | str] = {"normalizer": NORMALIZER_NAME}
         metrics.update(self._summary("", "wer", self._total))
@@ -220,6 +249,9 @@ class WERAccumulator:
         for exposure, counts in sorted(self._by_exposure.items()):
             metrics[f"keyword_recall/{exposure}"] = _rate(counts.keywords_recalled, counts.keywords_in_ref)
             metrics[f"num_keywords_in_ref/{exposure}"] = counts.keywords_in_ref
+        for (lang, bucket), counts in sorted(self._by_train_count.items()):
+            metrics[f"unit_error/{lang}/train_count_{bucket}"] = _rate(counts.errors, counts.ref_units)
+            metrics[f"num_ref_units/{lang}/train_count_{bucket}"] = counts.ref_units
         return metrics
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Conformer audio encoder: fbank (B, T, 80) -> 40 ms frames (B, T', D).
+"""Conformer audio encoder: fbank (B, T, 80) -> 40 ms frames (B, T', D); plain Transformer blocks on request.
 
 Written here rather than taken from a library: torchaudio's Conformer would pin an older torch, and
 transformers has no standalone Conformer with rotary self-attention and a key padding mask. Every
@@ -173,8 +173,26 @@ class ConformerBlock(nn.Module):
         return self.norm(x)
 
 
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer block: MHSA -> FF -> LayerNorm (residual; no convolution, no macaron halves)."""
+
+    def __init__(self, d_model: int, num_heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = RotarySelfAttention(d_model, num_heads, dropout)
+        self.ff = FeedForward(d_model, ff_mult, dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), valid (B, T) bool -> (B, T, D)."""
+        x = x + self.attn(x, valid)
+        return self.norm(x + self.ff(x))
+
+
+BLOCK_KINDS = ("conformer", "transformer")
+
+
 class ConformerEncoder(nn.Module):
-    """Conv2d subsampling (4x: 10 ms fbank -> 40 ms frames) followed by Conformer blocks.
+    """Conv2d subsampling (4x: 10 ms fbank -> 40 ms frames) followed by Conformer (or Transformer) blocks.
 
     Args:
         input_dim: fbank bins.
@@ -186,6 +204,8 @@ class ConformerEncoder(nn.Module):
         dropout: dropout everywhere (residual branches, attention weights, subsampling output).
         subsampling_channels: channels of the subsampling convolutions (default d_model).
         activation_checkpointing: recompute each block in backward (saves memory for large models).
+        block: "conformer" (macaron FF, MHSA, convolution) or "transformer" (MHSA, FF: `conv_kernel`
+            unused), both with rotary positions and the same padding guarantees.
     """
 
     subsampling = 4
@@ -202,14 +222,20 @@ class ConformerEncoder(nn.Module):
         dropout: float = 0.1,
         subsampling_channels: int | None = None,
         activation_checkpointing: bool = False,
+        block: str = "conformer",
     ) -> None:
         super().__init__()
+        if block not in BLOCK_KINDS:
+            raise ValueError(f"encoder block must be one of {BLOCK_KINDS}, got {block!r}")
         self.input_dim = input_dim
         self.d_model = d_model
         self.activation_checkpointing = activation_checkpointing
         self.subsample = Conv2dSubsampling(input_dim, d_model, subsampling_channels or d_model, dropout)
         self.blocks = nn.ModuleList(
-            ConformerBlock(d_model, num_heads, ff_mult, conv_kernel, dropout) for _ in range(num_layers)
+            ConformerBlock(d_model, num_heads, ff_mult, conv_kernel, dropout)
+            if block == "conformer"
+            else TransformerBlock(d_model, num_heads, ff_mult, dropout)
+            for _ in range(num_layers)
         )
 
     output_lengths = staticmethod(Conv2dSubsampling.output_lengths)

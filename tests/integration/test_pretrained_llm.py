@@ -80,6 +80,8 @@ def test_decoding_with_context_and_export_reload_give_the_same_transcripts(
     assert metrics["num_utts"] == 9
     split = [metrics.get(f"num_keywords_in_ref/{exposure}", 0) for exposure in ("heard", "unheard")]
     assert sum(split) > 0  # every keyword said is counted as heard in training or not
+    by_count = [v for k, v in metrics.items() if k.startswith("num_ref_units/en/train_count_")]
+    assert by_count and sum(by_count) == metrics["num_ref_units/en"]  # every reference word is bucketed
     hyps = [json.loads(line) for line in (tmp_path / "eval" / "hyps.jsonl").read_text().splitlines()]
     assert all(h["prompt_keywords"] for h in hyps)
 

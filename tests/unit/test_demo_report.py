@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from seed_asr.demo.context import TARGET_CELLS, measurement_cells
 from seed_asr.demo.pipeline import run_demo, run_order
-from seed_asr.demo.report import curve_lines, heldout_lines, learning_curve, target_lines
+from seed_asr.demo.report import curve_lines, heldout_lines, learning_curve, target_lines, train_count_lines
 from seed_asr.demo.runs import init_from_overrides
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -128,3 +128,15 @@ def test_heldout_lines_set_each_run_beside_its_test_figures_and_break_down_by_vo
     assert "| cmn-latn-pinyin | 25.00 |" in accent_table
     variant_table = lines[lines.index("| sft, held-out voices: variant | error rate |"):]
     assert "| - | 33.33 |" in variant_table and "| f4 | 50.00 |" in variant_table  # 3 errors in 6 units
+
+
+def test_train_count_lines_give_each_languages_units_and_missed_share_per_bucket() -> None:
+    metrics = {"unit_error/en/train_count_0": 1.0, "num_ref_units/en/train_count_0": 4,
+               "unit_error/en/train_count_100+": 0.05, "num_ref_units/en/train_count_100+": 200,
+               "unit_error/zh/train_count_10-99": 0.25, "num_ref_units/zh/train_count_10-99": 8}  # fmt: skip
+    lines = train_count_lines(metrics)
+    header = "| times in training transcripts | English words | missed % | Mandarin characters | missed % |"
+    assert lines[0] == header
+    assert "| 0 | 4 | 100.00 | 0 | - |" in lines and "| 100+ | 200 | 5.00 | 0 | - |" in lines
+    assert "| 10-99 | 0 | - | 8 | 25.00 |" in lines and len(lines) == 6
+    assert train_count_lines({"wer/en": 0.1}) == []

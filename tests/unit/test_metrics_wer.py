@@ -3,6 +3,7 @@ import math
 import pytest
 
 from seed_asr.metrics import WERAccumulator, utterance_counts, weighted_wer
+from seed_asr.metrics.wer import train_count_bucket
 from seed_asr.text.units import NORMALIZER_NAME, scoring_units
 
 KEYWORDS = ["Anneliese", "Okonkwo", "Brandvold"]
@@ -125,3 +126,25 @@ def test_keyword_recall_of_heard_and_unheard_names():
     assert (m["keyword_recall/unheard"], m["num_keywords_in_ref/unheard"]) == (pytest.approx(2 / 3), 3)
     assert m["keyword_recall"] == pytest.approx(3 / 4)
     assert "keyword_recall/heard" not in WERAccumulator().compute()
+
+
+def test_reference_units_scored_by_how_often_training_transcripts_hold_them():
+    # keyed by scoring units: "five" is "5"
+    counts = {("en", "call"): 250, ("en", "anneliese"): 3, ("en", "at"): 40, ("en", "5"): 120,
+              ("zh", "给"): 12, ("zh", "打"): 100}  # fmt: skip
+    acc = WERAccumulator(train_unit_counts=counts)
+    # "anneliese" substituted (1-9), "at" deleted (10-99), "okonkwo" never heard and right (0),
+    # the inserted "uh" has no reference unit
+    acc.update("uh call annalisa okonkwo five", "call Anneliese Okonkwo at five", {"lang": "en"})
+    acc.update("给李打", "给王打", {"lang": "zh"})  # 王 (never heard) substituted; 给 and 打 right
+    m = acc.compute()
+    expected = {"en": {"0": (0, 1), "1-9": (1, 1), "10-99": (1, 1), "100+": (0, 2)},
+                "zh": {"0": (1, 1), "10-99": (0, 1), "100+": (0, 1)}}  # fmt: skip
+    for lang, buckets in expected.items():
+        for bucket, (errors, units) in buckets.items():
+            assert m[f"num_ref_units/{lang}/train_count_{bucket}"] == units
+            assert m[f"unit_error/{lang}/train_count_{bucket}"] == pytest.approx(errors / units)
+    assert "unit_error/zh/train_count_1-9" not in m
+    assert [train_count_bucket(n) for n in (0, 1, 9, 10, 99, 100, 10**6)] == ["0", "1-9", "1-9", "10-99",
+                                                                            "10-99", "100+", "100+"]
+    assert not any(k.startswith("unit_error/") for k in WERAccumulator().compute())

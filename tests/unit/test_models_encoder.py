@@ -19,9 +19,10 @@ def test_output_lengths_match_the_subsampling_convolutions():
         assert ConformerEncoder.output_lengths(torch.tensor([length])).item() == expected == out.lens.item()
 
 
-def test_padding_does_not_change_a_samples_output():
+@pytest.mark.parametrize("block", ["conformer", "transformer"])
+def test_padding_does_not_change_a_samples_output(block):
     torch.manual_seed(0)
-    enc = tiny_encoder().eval()
+    enc = tiny_encoder(block=block).eval()
     feats = torch.randn(3, 60, 80) * 5  # junk beyond each length must not matter
     lens = torch.tensor([60, 23, 41])
     out = enc(feats, lens, output_hidden_states=True)
@@ -70,6 +71,26 @@ def test_bad_inputs_are_named():
         enc(torch.randn(2, 30, 80), torch.tensor([3, 30]))
     with pytest.raises(ValueError, match="heads"):
         ConformerEncoder(d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="block must be one of .*'lstm'"):
+        ConformerEncoder(block="lstm")
+
+
+def test_transformer_blocks_are_attention_then_feed_forward():
+    torch.manual_seed(0)
+    enc = tiny_encoder(block="transformer").eval()
+    assert not any("conv" in name for name, _ in enc.blocks.named_parameters())
+    x, valid = torch.randn(2, 9, 32), torch.arange(9)[None] < torch.tensor([[9], [6]])
+    block = enc.blocks[0]
+    # Reference written with torch's own attention on the rotated heads: softmax(q k^T / sqrt(d)) v.
+    q, k, v = block.attn.qkv(block.attn.norm(x)).view(2, 9, 3, 4, 8).unbind(2)
+    angles = torch.arange(9.0)[:, None] * 10000 ** (-torch.arange(0, 8, 2) / 8)[None]
+    rot = lambda z: torch.cat((z[..., :4] * angles.cos() - z[..., 4:] * angles.sin(),  # noqa: E731
+                               z[..., :4] * angles.sin() + z[..., 4:] * angles.cos()), -1)  # fmt: skip
+    q, k, v = rot(q.transpose(1, 2)), rot(k.transpose(1, 2)), v.transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~valid[:, None, None, :], float("-inf"))
+    h = x + block.attn.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 9, 32))
+    expected = torch.nn.functional.layer_norm(h + block.ff(h), (32,), block.norm.weight, block.norm.bias)
+    torch.testing.assert_close(block(x, valid), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_hf_whisper_encoder_from_a_local_folder(tmp_path):
