@@ -128,6 +128,13 @@ def missed_ref_units(hyp: str, ref: str, lang: str) -> list[tuple[str, bool]]:
     return [(unit, i in missed) for i, unit in enumerate(ref_units)]
 
 
+def substitution_pairs(hyp: str, ref: str, lang: str) -> list[tuple[str, str]]:
+    """(reference unit, hypothesis unit) of each substitution of the alignment."""
+    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
+    edits = _edit_positions(hyp_units, ref_units)
+    return [(ref_units[r], hyp_units[h]) for kind, r, h in edits if kind == "substitutions"]
+
+
 def hallucinated_keywords(hyp: str, ref: str, keywords: Sequence[str], lang: str = "en") -> int:
     """Keyword occurrences in `hyp` beyond those in `ref` (e.g. hot words copied from a misleading context).
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from seed_asr.metrics import WERAccumulator, utterance_counts, weighted_wer
-from seed_asr.metrics.wer import train_count_bucket
+from seed_asr.metrics.wer import substitution_pairs, train_count_bucket
 from seed_asr.text.units import NORMALIZER_NAME, scoring_units
 
 KEYWORDS = ["Anneliese", "Okonkwo", "Brandvold"]
@@ -148,3 +148,10 @@ def test_reference_units_scored_by_how_often_training_transcripts_hold_them():
     assert [train_count_bucket(n) for n in (0, 1, 9, 10, 99, 100, 10**6)] == ["0", "1-9", "1-9", "10-99",
                                                                             "10-99", "100+", "100+"]
     assert not any(k.startswith("unit_error/") for k in WERAccumulator().compute())
+
+
+def test_substitution_pairs_follow_the_alignment():
+    assert substitution_pairs("uh call annalisa at five", "call Anneliese Okonkwo at 5", "en") == [
+        ("anneliese", "annalisa")  # "okonkwo" deleted, "uh" inserted, "five" normalised to "5"
+    ]
+    assert substitution_pairs("给林打电", "给王打电话", "zh") == [("王", "林")]
