@@ -6,12 +6,14 @@ import hydra
 from omegaconf import DictConfig
 
 from seed_asr.demo.pipeline import run_demo
+from seed_asr.demo.runs import sigterm_as_exit
 
 
 @hydra.main(config_path="../conf", config_name="demo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    run_demo(cfg)
+    """Hydra entry point (a SIGTERM stops the running step with the demo: `sigterm_as_exit`)."""
+    with sigterm_as_exit():
+        run_demo(cfg)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,39 @@ when its result exists, so a killed demo resumes), and the wall clock of each st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
 T = TypeVar("T")
+
+STOP_GRACE_S = 30.0  # how long a step's process may take to exit after SIGTERM before it is killed
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` in the main thread instead of ending the process
+    at once: the running step's process is then stopped too (`run_logged`) and the step's time recorded
+    (`Clock`); by default a terminated demo would leave its training step running, still writing to the
+    run folder that a resumed demo trains in."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def init_from_overrides(out: Path, sources: dict[str, str] | None) -> list[str]:
@@ -29,7 +50,17 @@ def run_logged(cmd: list[str], log_file: Path) -> None:
     """Run a command, echoing it, with its output in ``log_file``; raise naming the log on failure."""
     print("$ " + shlex.join(cmd), flush=True)
     with log_file.open("a") as handle:
-        code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT).returncode
+        child = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            code = child.wait()
+        except BaseException:  # SIGTERM (`sigterm_as_exit`), Ctrl-C: the step does not outlive the demo
+            child.terminate()
+            try:
+                child.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise
     if code != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"command failed ({code}); last lines of {log_file}:\n{tail}")
