@@ -75,14 +75,14 @@ def utterance_counts(hyp: str, ref: str, lang: str, keywords: Sequence[str] = ()
     Returns:
         The utterance's `ErrorCounts`.
     """
-    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
+    hyp_units, ref_units, edits = _aligned(hyp, ref, lang)
     keyword_units = [units for units in (scoring_units(k, lang) for k in keywords) if units]
     ref_biased = keyword_mask(ref_units, keyword_units)
     hyp_biased = keyword_mask(hyp_units, keyword_units)
     counts = ErrorCounts(utterances=1, keyword_utterances=int(bool(keywords)), ref_units=len(ref_units))
     counts.biased_ref = sum(ref_biased)
     counts.unbiased_ref = len(ref_units) - counts.biased_ref
-    for kind, ref_pos, hyp_pos in _edit_positions(hyp_units, ref_units):
+    for kind, ref_pos, hyp_pos in edits:
         biased = ref_biased[ref_pos] if kind != "insertions" else hyp_biased[hyp_pos]
         setattr(counts, kind, getattr(counts, kind) + 1)
         counts.errors += 1
@@ -121,17 +121,22 @@ def _edit_positions(hyp_units: list[str], ref_units: list[str]) -> list[tuple[st
     return edits
 
 
+def _aligned(hyp: str, ref: str, lang: str) -> tuple[list[str], list[str], list[tuple[str, int, int]]]:
+    """The scoring units of ``hyp`` and ``ref`` and the edits of their alignment (`_edit_positions`)."""
+    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
+    return hyp_units, ref_units, _edit_positions(hyp_units, ref_units)
+
+
 def missed_ref_units(hyp: str, ref: str, lang: str) -> list[tuple[str, bool]]:
     """Each reference unit of the alignment, with True where it is substituted or deleted."""
-    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
-    missed = {ref_pos for kind, ref_pos, _ in _edit_positions(hyp_units, ref_units) if kind != "insertions"}
+    _, ref_units, edits = _aligned(hyp, ref, lang)
+    missed = {ref_pos for kind, ref_pos, _ in edits if kind != "insertions"}
     return [(unit, i in missed) for i, unit in enumerate(ref_units)]
 
 
 def substitution_pairs(hyp: str, ref: str, lang: str) -> list[tuple[str, str]]:
     """(reference unit, hypothesis unit) of each substitution of the alignment."""
-    hyp_units, ref_units = scoring_units(hyp, lang), scoring_units(ref, lang)
-    edits = _edit_positions(hyp_units, ref_units)
+    hyp_units, ref_units, edits = _aligned(hyp, ref, lang)
     return [(ref_units[r], hyp_units[h]) for kind, r, h in edits if kind == "substitutions"]
 
 
