@@ -52,17 +52,31 @@ def build_module(cfg: DictConfig) -> StageModule:
     )
 
 
+def count_validation_steps_across_epochs(trainer_cfg: DictConfig) -> None:
+    """An integer ``val_check_interval`` validates every that many training batches of the whole run:
+    ``check_val_every_n_epoch`` is set to None in ``trainer_cfg`` (logged). Lightning would otherwise count
+    the batches within each epoch and refuse an interval longer than an epoch, whose length (streamed
+    batches or transcripts of the text stage) the interval's author need not know."""
+    interval = trainer_cfg.get("val_check_interval")
+    if isinstance(interval, int) and trainer_cfg.get("check_val_every_n_epoch") is not None:
+        log.info("val_check_interval %d: validating every %d training batches of the run", interval, interval)
+        with open_dict(trainer_cfg):
+            trainer_cfg.check_val_every_n_epoch = None
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate the data module, the LightningModule, loggers, callbacks and the trainer.
 
     ``trainer.precision: auto`` is first replaced in ``cfg`` by the choice of
-    `seed_asr.utils.precision.auto_precision` (logged), so the saved config records it.
+    `seed_asr.utils.precision.auto_precision` (logged), and an integer ``trainer.val_check_interval`` made to
+    count across epochs (`count_validation_steps_across_epochs`), so the saved config records both.
     """
     if cfg.trainer.get("precision") == "auto":
         precision, reason = auto_precision(cfg.trainer.get("accelerator", "auto"))
         log.info("precision auto -> %s: %s", precision, reason)
         with open_dict(cfg):
             cfg.trainer.precision = precision
+    count_validation_steps_across_epochs(cfg.trainer)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
