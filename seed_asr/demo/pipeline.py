@@ -5,7 +5,8 @@ corpus -> ssl -> lm -> align -> sft -> context_sft -> rl (+ an SFT-loss control 
 search) -> quantization table (RTN / GPTQ / decoupleQ / quant_sft) -> report.
 Each stage runs as the command a user would type (``python -m seed_asr.train stage=...``), printed
 before it starts, in its own folder under ``out_dir``. Every step is skipped when its result exists,
-so a killed demo resumes where it stopped.
+so a killed demo resumes where it stopped; ``out_dir`` keeps the settings its results were made with
+(`seed_asr.demo.settings`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from seed_asr.demo.quant import check_methods, measure_quantization, quant_repor
 from seed_asr.demo.report import write_report
 from seed_asr.demo.rl_report import rl_gains, rl_report_lines
 from seed_asr.demo.runs import Clock, eval_run, init_from_overrides, train_run
+from seed_asr.demo.settings import hold_settings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ def run_demo(cfg: DictConfig) -> Path:
     """Everything the README's main command does; returns the report's path."""
     check_config(cfg)
     out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    hold_settings(out, cfg)
     clock = Clock(out / "timings.json")
     corpus = clock.run("corpus", prepare_corpus, out, cfg)
     runs: dict[str, dict] = {}  # training run -> its stage and steps
