@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 RUNS = ("ssl", "lm", "align", "sft", "context_sft", "rl", "rl_control")
 
 
-def demo(out: Path) -> subprocess.CompletedProcess:
+def demo(out: Path, *overrides: str) -> subprocess.CompletedProcess:
     steps = [f"runs.{run}.steps=3" for run in RUNS]
     cmd = [
         sys.executable,
@@ -32,6 +32,7 @@ def demo(out: Path) -> subprocess.CompletedProcess:
         "quant.settings=[w2_per_channel]",  # the tiny model's widths are no multiples of 64
         "quant.sft_settings=[w2_per_channel]",
         "quant.sft_steps=2",
+        *overrides,
     ]
     return subprocess.run(cmd, capture_output=True, text=True)
 
@@ -65,3 +66,14 @@ def test_demo_writes_every_section_and_resumes(tmp_path: Path) -> None:
     again = demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "seed_asr.train" not in again.stdout  # every run was found finished, none restarted
+
+
+def test_the_context_profile_runs_its_copy_lm_before_context_sft(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = demo(out, "profile=context", "runs.copy_lm.steps=3", "quant.enabled=false")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    timings = {t["run"]: t for t in json.loads((out / "report.json").read_text())["timings"]}
+    assert timings["copy_lm"]["stage"] == "lm" and timings["copy_lm"]["steps"] == 3
+    order = list(timings)
+    assert order.index("sft") < order.index("copy_lm") < order.index("context_sft")
+    assert "## Context: context SFT and joint beam search" in (out / "report.md").read_text()
