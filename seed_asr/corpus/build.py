@@ -24,6 +24,7 @@ from seed_asr.corpus.texts import (
     DOMAINS,
     LANGUAGES,
     check_invented_share,
+    check_listed_names,
     context_keywords,
     load_lexicon,
     make_dialogue,
@@ -82,12 +83,14 @@ def plan_corpus(
     voices: Mapping[str, VoiceSpace],
     invented_names: float = 0.0,
     heldout: Mapping[str, HeldOutVoices] | None = None,
+    listed_names: int | None = None,
 ) -> list[PlannedUtterance]:
     """Dialogues, texts, contexts, speakers and splits of the corpus, deterministic from ``seed``.
 
     ``invented_names`` is the probability that an entity (and a distractor) is invented rather than
-    listed (`load_lexicon`). ``heldout``: per language, the accents and variants that speak only in
-    the ``heldout`` split, which holds only such speakers (and only languages that have some).
+    listed, ``listed_names`` how many entries of each name list are drawn from (`load_lexicon`).
+    ``heldout``: per language, the accents and variants that speak only in the ``heldout`` split, which
+    holds only such speakers (and only languages that have some).
 
     Whole dialogues go to one split, and a text belongs to one split only: a dialogue repeating a
     text of another split joins that split, or is dropped when that split is full (or when its texts
@@ -108,7 +111,7 @@ def plan_corpus(
                                f"domains {list(domains)}; left unfilled: {room}")
         lang = rng.choices(languages, weights=lang_weights)[0]
         domain = rng.choice(domains)
-        lexicon = load_lexicon(lang, invented_names)
+        lexicon = load_lexicon(lang, invented_names, listed_names)
         dialogue = make_dialogue(lexicon, domain, rng.randint(*turns), rng)
         speaker = voices[lang].sample(rng)
         held = (heldout or {}).get(lang)
@@ -161,6 +164,7 @@ def _check_settings(
     shard_size: int,
     num_workers: int | None,
     invented_names: float,
+    listed_names: int | None,
 ) -> None:
     """Raise ValueError naming the first bad setting other than voices (before any work starts)."""
     if isinstance(num_utterances, bool) or not isinstance(num_utterances, int) or num_utterances < 1:
@@ -183,6 +187,7 @@ def _check_settings(
     if not 0 <= num_distractors[0] <= num_distractors[1]:
         raise ValueError(f"num_distractors must satisfy 0 <= low <= high, got {tuple(num_distractors)}")
     check_invented_share(invented_names)
+    check_listed_names(listed_names)
     if noise_snr_db is not None and not math.isfinite(noise_snr_db):
         raise ValueError(f"noise_snr_db must be a finite number or None, got {noise_snr_db!r}")
     if noise_color not in NOISE_COLORS:
@@ -246,6 +251,7 @@ def build_corpus(
     turns: tuple[int, int] = (2, 4),
     num_distractors: tuple[int, int] = (2, 6),
     invented_names: float = 0.5,
+    listed_names: int | None = None,
     noise_snr_db: float | None = None,
     noise_color: str = "white",
     shard_size: int = 1000,
@@ -271,6 +277,7 @@ def build_corpus(
         num_distractors: inclusive (low, high) absent entities added to each utterance's keywords.
         invented_names: probability that an entity or distractor is invented (a name from a space of
             millions, :mod:`seed_asr.corpus.names`) rather than taken from the word lists.
+        listed_names: entries kept of each name list (None: all; fewer: each listed name heard more often).
         noise_snr_db: additive noise at this SNR; None for clean speech.
         noise_color: "white" or "pink".
         shard_size: samples per shard.
@@ -290,7 +297,7 @@ def build_corpus(
     """
     turns, num_distractors = tuple(turns), tuple(num_distractors)
     _check_settings(num_utterances, languages, lang_weights, domains, splits, turns, num_distractors,
-                    noise_snr_db, noise_color, shard_size, num_workers, invented_names)
+                    noise_snr_db, noise_color, shard_size, num_workers, invented_names, listed_names)
     spaces = voice_spaces(voices, languages)
     heldout = held_out_voices(heldout_voices)
     _check_voices(languages, splits, spaces, heldout)
@@ -299,7 +306,7 @@ def build_corpus(
     start = time.perf_counter()
     plan = plan_corpus(
         num_utterances, seed, languages, weights, domains, splits, turns, num_distractors, spaces,
-        float(invented_names), heldout,
+        float(invented_names), heldout, listed_names,
     )
     tasks = [
         RenderTask(utt.text, utt.speaker, noise_snr_db, noise_color, (seed, index))
@@ -328,7 +335,7 @@ def build_corpus(
             "lang_weights": dict(zip(languages, weights, strict=True)),
             "domains": list(domains), "splits": dict(splits), "turns": list(turns),
             "num_distractors": list(num_distractors), "invented_names": invented_names,
-            "noise_snr_db": noise_snr_db,
+            "listed_names": listed_names, "noise_snr_db": noise_snr_db,
             "noise_color": noise_color,
             "shard_size": shard_size, "sample_rate": SAMPLE_RATE, "render_block": RENDER_BLOCK,
             "espeak_ng": get_engine().version,

@@ -113,30 +113,52 @@ def check_invented_share(share: float) -> float:
     return float(share)
 
 
+def check_listed_names(count: int | None) -> int | None:
+    """``count`` as the number of entries each name list keeps (None: all).
+
+    Raises:
+        ValueError: not None and not a positive integer.
+    """
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"listed_names must be a positive integer or None (all names), got {count!r}")
+    return count
+
+
+def read_name_list(name: str, count: int | None) -> tuple[str, ...]:
+    """The first ``count`` entries of the word list ``name`` (None: all of them)."""
+    return read_word_list(name)[:count]
+
+
 @functools.cache
-def load_lexicon(lang: str, invented_share: float = 0.0) -> Lexicon:
-    """Load (once per process and share) and check the lexicon of ``lang``.
+def load_lexicon(lang: str, invented_share: float = 0.0, listed_names: int | None = None) -> Lexicon:
+    """Load (once per process and settings) and check the lexicon of ``lang``.
 
     Args:
         lang: "en" or "zh".
         invented_share: probability that an entity is invented (:mod:`.names`) rather than listed.
+        listed_names: entries kept of each name list (first names, surnames, places...; None: all): fewer
+            listed names means each is heard more often in a corpus of a given size.
 
     Raises:
-        ValueError: unknown language, a share outside [0, 1], or a template using a slot that nothing fills.
+        ValueError: unknown language, a share outside [0, 1], a bad ``listed_names``, or a template using a
+            slot that nothing fills.
     """
     if lang not in LANGUAGES:
         raise ValueError(f"unknown language {lang!r}; choose from {LANGUAGES}")
     invented_share = check_invented_share(invented_share)
+    check_listed_names(listed_names)
     if lang == "en":
-        lists = {kind: read_word_list(f"{kind}_en.txt") for kind in ("first_names", "last_names", "places")}
+        lists = {kind: read_name_list(f"{kind}_en.txt", listed_names)
+                 for kind in ("first_names", "last_names", "places")}
         pools = {
             kind: EntityPool(kind, (lists[name],), english_inventions(kind), invented_share)
             for kind, name in (("first", "first_names"), ("last", "last_names"), ("place", "places"))
         }
         entity_slots = {"first": "first", "last": "last", "street": "last", "place": "place"}
     else:
-        surnames, given = read_word_list("surnames_zh.txt"), read_word_list("given_names_zh.txt")
-        places = read_word_list("places_zh.txt")
+        surnames = read_name_list("surnames_zh.txt", listed_names)
+        given = read_name_list("given_names_zh.txt", listed_names)
+        places = read_name_list("places_zh.txt", listed_names)
         pools = {
             "name": EntityPool("name", (surnames, given), mandarin_names(surnames, given), invented_share),
             "place": EntityPool("place", (places,), mandarin_places(places), invented_share),

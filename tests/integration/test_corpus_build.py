@@ -149,6 +149,7 @@ def test_noise_is_added_at_the_requested_snr(tmp_path):
         ({"splits": {"train": 0.9, "test": 0.2}}, "sum to 1"),
         ({"noise_color": "brown"}, "noise_color"),
         ({"invented_names": 1.5}, "invented_names must be a probability"),
+        ({"listed_names": 0}, "listed_names must be a positive integer"),
         ({"voices": {"en": {"accents": ["en-mars"], "variants": [""], "rates": [150, 160],
                             "pitches": [40, 60]}}}, "unknown espeak-ng voice 'en-mars'"),
         ({"voices": {"zh": {"accents": ["cmn-latn-pinyin"], "variants": ["f9"], "rates": [150, 160],

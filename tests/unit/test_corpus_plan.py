@@ -91,8 +91,8 @@ def test_no_invented_names_gives_the_corpus_of_the_word_lists(monkeypatch):
     """invented_names=0 draws exactly what a lexicon without invented names draws (earlier corpora)."""
     with_share_zero = _plan(invented=0.0)
 
-    def lists_only(lang, share):
-        lexicon = load_lexicon(lang, share)
+    def lists_only(lang, share, listed_names):
+        lexicon = load_lexicon(lang, share, listed_names)
         pools = {kind: dataclasses.replace(pool, invented=None) for kind, pool in lexicon.pools.items()}
         return dataclasses.replace(lexicon, pools=pools)
 

@@ -145,6 +145,31 @@ def test_invented_names_look_like_names_of_their_language():
         assert CJK.fullmatch(place) and len(place) == 3
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_listed_names_keeps_the_first_entries_of_each_name_list(lang):
+    files = {"en": ("first_names_en", "last_names_en", "places_en"),
+             "zh": ("surnames_zh", "given_names_zh", "places_zh")}[lang]
+    kept = {name: set(read_word_list(f"{name}.txt")[:5]) for name in files}
+    rng = random.Random(0)
+    pools = load_lexicon(lang, 0.0, 5).pools
+    drawn = [(kind, pool.draw(rng)) for _ in range(300) for kind, pool in pools.items()]
+    if lang == "en":
+        first, last, places = kept.values()
+        allowed = {"first": first, "last": last, "place": places}
+        assert all(name in allowed[kind] for kind, name in drawn)
+        assert {name for kind, name in drawn if kind == "first"} == first  # every kept name is drawn
+    else:
+        surnames, given, places = kept.values()
+        assert all(name in places for kind, name in drawn if kind == "place")
+        assert all(name[:1] in surnames and name[1:] in given for kind, name in drawn if kind == "name")
+
+
+@pytest.mark.parametrize("count", [0, -3, 2.5, True])
+def test_listed_names_must_be_a_positive_integer(count):
+    with pytest.raises(ValueError, match="listed_names must be a positive integer"):
+        load_lexicon("en", 0.0, count)
+
+
 def test_a_share_outside_zero_one_is_an_error():
     with pytest.raises(ValueError, match="invented_names must be a probability"):
         load_lexicon("en", -0.1)
