@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seed_asr.lit.stage_module import StageModule
@@ -107,7 +109,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         save_run_files(cfg, cfg.paths.output_dir, info, resumed_from=ckpt_path)
         for logger in objects["loggers"]:  # the config, git commit, versions, world size and GPUs
             logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run_info": info})
-        trainer.fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=ckpt_path)
+        try:
+            trainer.fit(objects["module"], datamodule=objects["datamodule"], ckpt_path=ckpt_path)
+        except SIGTERMException:
+            if trainer.received_sigterm:  # not a finished run (Lightning would exit 0): 128 + SIGTERM
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise  # a stop a callback decided (SlurmRequeue: checkpointed and requeued)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = str(run_checkpoint(cfg.paths.output_dir, "best")) if cfg.get("test_best") else None

@@ -8,16 +8,22 @@ only the best checkpoint and this callback owns ``last.ckpt``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
 class LastCheckpoint(Checkpoint):
     """Write ``path`` after every validation of ``fit``, every ``every_n_train_steps`` optimizer steps
-    (when set), and when training ends (unless already written at that step).
+    (when set), when training ends, and when a SIGTERM stops it (unless already written at that step).
+    Lightning stops a run on SIGTERM at the end of the running step, on every rank alike, by raising
+    ``SIGTERMException``: the state saved then is that step's.
 
     A ``Checkpoint`` runs after the other callbacks (Lightning moves checkpoint callbacks to the end, in
     their order), so with ``ModelCheckpoint`` listed first the file records its best score of this
@@ -55,3 +61,12 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._saved_step:
             self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        stopped = isinstance(exception, SIGTERMException) and trainer.received_sigterm
+        if stopped and trainer.state.fn == TrainerFn.FITTING:
+            if trainer.global_step != self._saved_step:
+                self._save(trainer)
+            log.info("stopped by SIGTERM at step %d: %s holds it", trainer.global_step, self.path)
