@@ -113,15 +113,14 @@ def check_invented_share(share: float) -> float:
     return float(share)
 
 
-def check_listed_names(count: int | None) -> int | None:
-    """``count`` as the number of entries each name list keeps (None: all).
+def check_listed_names(count: int | None) -> None:
+    """Check ``count``, the number of entries each name list keeps (None: all).
 
     Raises:
         ValueError: not None and not a positive integer.
     """
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"listed_names must be a positive integer or None (all names), got {count!r}")
-    return count
 
 
 def read_name_list(name: str, count: int | None) -> tuple[str, ...]:
