@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from torch import nn
 from decoupleq.baselines import rtn_quantize
 from decoupleq.blockwise import BlockInput, RefineResult, refine_block, run_block
 from decoupleq.config import QuantConfig
+from decoupleq.hessian import input_gram
 from decoupleq.nn import QuantLinear
 from decoupleq.quantizer import QuantResult
 from decoupleq.solver import LayerQuantizer, check_weight
@@ -78,7 +80,8 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
                    order: Sequence[Sequence[str]] | None = None,
                    device: torch.device | str | None = None,
                    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
-                   backend: str = "auto") -> QuantReport:
+                   backend: str = "auto",
+                   on_block_outputs: Callable[[int, list[torch.Tensor]], None] | None = None) -> QuantReport:
     """Quantize the nn.Linear layers inside `blocks` in place, block by block.
 
     Args:
@@ -100,6 +103,10 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
         forward_fn: `forward_fn(model, batch)` runs the model on a batch (default: `model(**batch)` for
             dicts, `model(batch)` otherwise).
         backend: QuantLinear forward backend.
+        on_block_outputs: Called as ``on_block_outputs(b, outputs)`` once block b is quantized, with its
+            hidden-state outputs on every calibration batch (what the next block receives): e.g. to
+            calibrate a later part of the model from them without running this part again. Without
+            it, the last block's outputs are not computed.
 
     Returns:
         QuantReport with per-layer errors and times.
@@ -137,8 +144,11 @@ def quantize_model(model: nn.Module, blocks: Sequence[nn.Module] | Callable[[], 
                 inputs, masks = _capture_first_inputs(model, block_list[0], calib_batches, forward_fn, device)
                 for b, (block, layers) in enumerate(zip(block_list, selected, strict=True)):
                     undo.remember(block, layers)
+                    outputs_needed = on_block_outputs is not None or b + 1 < len(block_list)
                     inputs = _quantize_block(b, block, layers, inputs, masks, config, order, device, backend,
-                                             report, undo)
+                                             report, undo, outputs_needed)
+                    if on_block_outputs is not None:
+                        on_block_outputs(b, [_hidden(item) for item in inputs])
     except BaseException:
         undo.restore()  # never leave a half-quantized model
         raise
@@ -244,8 +254,9 @@ def _token_mask(batch: Any, kwargs: dict[str, Any], device: torch.device | str |
 def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], inputs: list[BlockInput],
                     masks: list[torch.Tensor | None], config: QuantConfig,
                     order: Sequence[Sequence[str]] | None, device: torch.device | str | None,
-                    backend: str, report: QuantReport, undo: _Undo) -> list[BlockInput]:
-    """Quantize one block in place and return the next block's inputs (outputs of the quantized block)."""
+                    backend: str, report: QuantReport, undo: _Undo, outputs_needed: bool) -> list[BlockInput]:
+    """Quantize one block in place and return the next block's inputs (outputs of the quantized block;
+    none when not `outputs_needed`)."""
     first_param = next(block.parameters(), None)
     home = None if first_param is None else first_param.device
     if device is not None:
@@ -255,12 +266,12 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
     packed: dict[str, QuantLinear] = {}
     for group in _ordered_groups(list(layers), order):
         quantizers = {name: LayerQuantizer(layers[name].weight, config, name) for name in group}
-        current: dict[str, torch.Tensor | None] = {"mask": None}
-        handles = [layers[name].register_forward_hook(_accumulate_hook(quantizers[name], current))
+        grams = _SharedGrams()
+        handles = [layers[name].register_forward_hook(_accumulate_hook(quantizers[name], grams))
                    for name in group]
         try:
             for item, mask in zip(inputs, masks, strict=True):
-                current["mask"] = mask
+                grams.new_batch(mask)
                 run_block(block, item)
         finally:
             for h in handles:
@@ -273,7 +284,7 @@ def _quantize_block(index: int, block: nn.Module, layers: dict[str, nn.Linear], 
     if config.blockwise:
         _install(packed, layers, parents)  # refinement trains the QuantLinears' scales and zeros
         report.refinement[index] = refine_block(block, inputs, targets, config, masks)
-    next_inputs = [_replace_hidden(item, run_block(block, item)) for item in inputs]
+    next_inputs = [_replace_hidden(item, run_block(block, item)) for item in inputs] if outputs_needed else []
     _install(packed, layers, parents)
     if home is not None and device is not None:
         block.to(home)
@@ -322,10 +333,30 @@ def _install(packed: dict[str, QuantLinear], layers: dict[str, nn.Linear],
         setattr(parent, attr, quantized)
 
 
-def _accumulate_hook(quantizer: LayerQuantizer, current: dict[str, torch.Tensor | None]
+class _SharedGrams:
+    """X^T X of the last linear input seen in a calibration batch: linears fed the same tensor one after
+    another (q/k/v projections, gate/up projections) share one product instead of computing it each.
+    Only the last is kept, so that at most one product is held beyond the accumulated H."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+        self._last: tuple[weakref.ref, torch.Tensor, int] | None = None
+
+    def new_batch(self, mask: torch.Tensor | None) -> None:
+        """Forget the last batch's product; `mask` (...) marks the real tokens of the next batch."""
+        self.mask, self._last = mask, None
+
+    def of(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(X^T X, rows) of input `x` (..., K) under the batch's mask; reused while `x` is the last input."""
+        if self._last is None or self._last[0]() is not x:  # a weak reference: never keeps x alive
+            self._last = (weakref.ref(x), *input_gram(x, self.mask))
+        return self._last[1], self._last[2]
+
+
+def _accumulate_hook(quantizer: LayerQuantizer, grams: _SharedGrams
                      ) -> Callable[[nn.Module, tuple, Any], None]:
     def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
-        quantizer.add_batch(args[0], current["mask"])
+        quantizer.add_gram(*grams.of(args[0]))
     return hook
 
 
@@ -339,6 +370,12 @@ def _ordered_groups(names: list[str], order: Sequence[Sequence[str]] | None) -> 
         slot = next((i for i, pats in enumerate(order) if any(re.search(p, name) for p in pats)), None)
         (rest if slot is None else groups[slot]).append(name)
     return [g for g in [*groups, rest] if g]
+
+
+def _hidden(item: BlockInput) -> torch.Tensor:
+    """The hidden-state input of a block call (its first positional argument or 'hidden_states')."""
+    args, kwargs = item
+    return args[0] if args else kwargs["hidden_states"]
 
 
 def _replace_hidden(item: BlockInput, hidden: torch.Tensor) -> BlockInput:

@@ -7,9 +7,23 @@ from dataclasses import dataclass
 import torch
 
 
+def input_gram(x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """X^T X (K, K) float64 over the rows of `x` (..., K) whose `mask` (...) entry is true (all rows when
+    mask is None), and the number of those rows. The product is taken in float32 (float64 matmuls are
+    several times slower; float64 inputs stay float64)."""
+    rows = x.detach().reshape(-1, x.shape[-1])
+    if mask is not None:
+        if mask.numel() != rows.shape[0]:
+            raise ValueError(f"add_batch: mask of shape {tuple(mask.shape)} does not match the "
+                             f"{rows.shape[0]} tokens of input shape {tuple(x.shape)}")
+        rows = rows[mask.reshape(-1).to(device=rows.device, dtype=torch.bool)]
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
+    return (rows.T @ rows).double(), rows.shape[0]
+
+
 class HessianAccumulator:
-    """Accumulates H = X^T X / n over calibration batches (each batch's product in float32, or float64
-    for float64 inputs; the sum in float64), skipping masked-out tokens.
+    """Accumulates H = X^T X / n over calibration batches (each batch's product from `input_gram`, the
+    sum in float64), skipping masked-out tokens.
 
     H lives on the device of the first batch.
 
@@ -26,20 +40,17 @@ class HessianAccumulator:
         """Add the rows of `x` (..., K) whose `mask` (...) entry is true (all rows when mask is None)."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"add_batch: input width {x.shape[-1]} != layer in_features {self.in_features}")
-        rows = x.detach().reshape(-1, self.in_features)
-        if mask is not None:
-            if mask.numel() != rows.shape[0]:
-                raise ValueError(f"add_batch: mask of shape {tuple(mask.shape)} does not match the "
-                                 f"{rows.shape[0]} tokens of input shape {tuple(x.shape)}")
-            rows = rows[mask.reshape(-1).to(device=rows.device, dtype=torch.bool)]
+        self.add_gram(*input_gram(x, mask))
+
+    def add_gram(self, gram: torch.Tensor, rows: int) -> None:
+        """Add a batch's `input_gram` product (K, K) over `rows` tokens."""
+        if gram.shape != (self.in_features, self.in_features):
+            raise ValueError(f"add_gram: a {tuple(gram.shape)} product for a layer of in_features "
+                             f"{self.in_features}")
         if self._sum is None:
-            k = self.in_features
-            self._sum = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
-        # One batch's X^T X in float32 (float64 matmuls are several times slower; float64 inputs stay
-        # float64), summed in float64.
-        rows = rows.to(device=self._sum.device, dtype=torch.promote_types(rows.dtype, torch.float32))
-        self._sum += (rows.T @ rows).double()
-        self.num_tokens += rows.shape[0]
+            self._sum = torch.zeros_like(gram)
+        self._sum += gram.to(self._sum.device)
+        self.num_tokens += rows
 
     def hessian(self) -> torch.Tensor:
         """H (K, K) float64; raises ValueError when no token was accumulated."""

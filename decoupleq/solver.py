@@ -205,6 +205,10 @@ class LayerQuantizer:
         """Accumulate inputs x (..., K); tokens whose `mask` (...) is false (padding) are skipped."""
         self._hessian.add_batch(x, mask)
 
+    def add_gram(self, gram: torch.Tensor, rows: int) -> None:
+        """Accumulate a batch's precomputed `input_gram` (K, K) over `rows` tokens."""
+        self._hessian.add_gram(gram, rows)
+
     def hessian(self) -> torch.Tensor:
         """H = X^T X / n (K, K) float64 over the unmasked tokens seen so far."""
         return self._hessian.hessian()

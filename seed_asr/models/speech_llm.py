@@ -222,8 +222,21 @@ class SpeechLLM(nn.Module):
         out = torch.zeros(targets.shape, dtype=token_logp.dtype, device=token_logp.device)
         return out.masked_scatter(selected, token_logp), selected
 
-    def _mean_nll(self, inputs: LLMInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean negative log-likelihood of the label tokens, and their number."""
+    def transcript_nll(
+        self,
+        audio_embeds: torch.Tensor,
+        audio_lens: torch.Tensor,
+        texts: Sequence[str],
+        contexts: Sequence[Mapping | None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean negative log-likelihood of the transcripts (+ eos) in their speech prompts, and the
+        number of those tokens.
+
+        Args:
+            audio_embeds: (B, A, H) audio tokens; audio_lens: (B,) valid ones.
+            texts: B transcripts; contexts: B context dicts or None each.
+        """
+        inputs = self.build_inputs(audio_embeds, audio_lens, texts, contexts)
         token_logp, selected = self._target_log_probs(inputs)
         n_tokens = selected.sum()
         return -token_logp.sum() / n_tokens, n_tokens
@@ -236,8 +249,8 @@ class SpeechLLM(nn.Module):
         hidden = self.base_llm.config.hidden_size
         device = self.llm.get_input_embeddings().weight.device
         no_audio = torch.zeros((n, 0, hidden), device=device)
-        inputs = self.build_inputs(no_audio, torch.zeros(n, dtype=torch.long, device=device), texts, contexts)
-        return self._mean_nll(inputs)[0]
+        no_lens = torch.zeros(n, dtype=torch.long, device=device)
+        return self.transcript_nll(no_audio, no_lens, texts, contexts)[0]
 
     @staticmethod
     def prompt_contexts(
@@ -272,10 +285,9 @@ class SpeechLLM(nn.Module):
             labels missing outside training skip it), n_tokens (tokens under the cross-entropy).
         """
         audio_embeds, audio_lens, enc = self.encode_audio(batch["feats"], batch["feat_lens"])
-        inputs = self.build_inputs(
+        ce_loss, n_tokens = self.transcript_nll(
             audio_embeds, audio_lens, batch["texts"], self.prompt_contexts(batch, use_context, contexts)
         )
-        ce_loss, n_tokens = self._mean_nll(inputs)
         out = {"ce_loss": ce_loss, "n_tokens": n_tokens, "loss": ce_loss}
         targets = self.ctc_targets(batch) if self.ctc_trains_something else None
         if targets is not None:

@@ -3,15 +3,17 @@
 decoupleq's driver is model-agnostic: it needs a chain of blocks whose output feeds the next block's
 first input. A speech LLM is three such chains joined by code outside any block (frame splicing,
 prompt assembly), so it is quantized as consecutive segments — the encoder's Conformer blocks, the
-converter, the LLM decoder layers — each calibrated on inputs captured by running the whole model on
-the calibration batches with the earlier segments already quantized (sequential calibration across
-the joins). Padding is masked out of H and of the block-wise loss with per-segment token masks.
+converter, the LLM decoder layers — each calibrated on the outputs of the earlier segments already
+quantized (sequential calibration across the joins). A segment's inputs are captured by running the
+model from the quantized outputs of the segment before it (kept from its calibration, so no segment
+runs twice), or from the batch when that one was not quantized. Padding is masked out of H and of the
+block-wise loss with per-segment token masks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -115,6 +117,42 @@ def _run_speech_llm(model: nn.Module, batch: Mapping[str, Any]) -> Any:
     return model(batch)
 
 
+def _run_converter(model: nn.Module, batch: Mapping[str, Any]) -> Any:
+    """The converter on the quantized encoder's outputs kept in ``batch["encoder"]``."""
+    return model.converter(batch["encoder"], model.encoder.output_lengths(batch["feat_lens"]))
+
+
+def _run_llm(model: nn.Module, batch: Mapping[str, Any]) -> Any:
+    """The LLM on the quantized converter's audio tokens kept in ``batch["converter"]`` (as the model's
+    forward runs it: no context)."""
+    audio_lens = model.converter.output_lengths(model.encoder.output_lengths(batch["feat_lens"]))
+    return model.transcript_nll(batch["converter"], audio_lens, batch["texts"], [None] * len(audio_lens))
+
+
+# How each part's inputs are captured when the part before it was quantized: from that part's outputs.
+_RESUME = {"converter": ("encoder", _run_converter), "llm": ("converter", _run_llm)}
+
+
+def _feeding_block(model: nn.Module, segment: Segment) -> int:
+    """Index of the block of ``segment`` whose output the next part reads (the encoder's:
+    ``encoder_layer``)."""
+    n = len(segment.blocks)
+    if segment.part != "encoder":
+        return n - 1
+    if not -n <= model.encoder_layer < n:
+        raise ValueError(f"encoder_layer={model.encoder_layer} but the encoder has {n} blocks")
+    return model.encoder_layer % n
+
+
+def _keep_outputs(outputs: dict[str, list[torch.Tensor]], part: str, block: int
+                  ) -> Callable[[int, list[torch.Tensor]], None]:
+    """A ``quantize_model`` ``on_block_outputs`` keeping ``outputs[part]`` from block ``block``."""
+    def keep(b: int, hidden: list[torch.Tensor]) -> None:
+        if b == block:
+            outputs[part] = hidden
+    return keep
+
+
 def quantize_speech_llm(model: nn.Module, batches: list[dict[str, Any]], spec: QuantSpec,
                         device: torch.device | str | None = None, backend: str = "auto") -> QuantReport:
     """Quantize a ``SpeechLLM`` in place, segment by segment (see the module docstring).
@@ -133,20 +171,28 @@ def quantize_speech_llm(model: nn.Module, batches: list[dict[str, Any]], spec: Q
     check_spec(model, spec)
     masks = [segment_masks(model, batch) for batch in batches]
     total = QuantReport(spec.config)
+    outputs: dict[str, list[torch.Tensor]] = {}  # part -> its quantized outputs that the next part reads
+    plan = block_plan(model, spec.parts)
     offset = 0
-    for segment in block_plan(model, spec.parts):
+    for s, segment in enumerate(plan):
         items = [{**batch, "token_mask": m[segment.part]} for batch, m in zip(batches, masks, strict=True)]
         if any(selected_linears(model, block, spec) for block in segment.blocks):
+            source, forward_fn = _RESUME.get(segment.part, (None, _run_speech_llm))
+            if source in outputs:
+                items = [{**item, source: out} for item, out in zip(items, outputs.pop(source), strict=True)]
+            else:
+                forward_fn = _run_speech_llm
+            keep = _keep_outputs(outputs, segment.part, _feeding_block(model, segment)) \
+                if s + 1 < len(plan) else None
             report = quantize_model(model, segment.blocks, items or None, spec.config,
                                     include=spec.include or None,
                                     exclude=spec.exclude or None, order=spec.order or None, device=device,
-                                    forward_fn=_run_speech_llm, backend=backend)
+                                    forward_fn=forward_fn, backend=backend, on_block_outputs=keep)
             total.layers.update(report.layers)
             total.refinement.update({offset + b: r for b, r in report.refinement.items()})
             total.seconds += report.seconds
         offset += len(segment.blocks)
     return total
-
 
 
 def quantize_to_folder(model: nn.Module, batches: list[dict[str, Any]], spec: QuantSpec, out_dir: str | Path,

@@ -210,3 +210,52 @@ def test_methods_that_need_calibration_fail_without_it_before_any_work(config):
     with pytest.raises(ValueError, match=f"method '{config.method}'.*needs calibration batches"):
         quantize_model(model, list(model), None, config)
     _unchanged(model, before)
+
+
+def test_linears_fed_one_input_share_its_product_and_each_gets_its_own_h(monkeypatch):
+    import decoupleq.driver as driver
+    from decoupleq.hessian import input_gram
+    calls = []
+    monkeypatch.setattr(driver, "input_gram", lambda x, mask: calls.append(x.shape) or input_gram(x, mask))
+    model = tiny_llama()
+    batch = padded_batch(0)
+    layer0 = model.model.layers[0]
+    names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    linears = {n: layer0.get_submodule(n) for n in names}
+    weights = {n: m.weight.detach().clone() for n, m in linears.items()}
+    config = QuantConfig(bits=2, group_size=32, max_iter=2)
+    reference = {n: LayerQuantizer(weights[n], config, n) for n in names}
+    real = batch["attention_mask"].bool()
+    hooks = [m.register_forward_hook(lambda _m, a, _o, q=reference[n]: q.add_batch(a[0], real))
+             for n, m in linears.items()]
+    with torch.no_grad():
+        model(**batch)  # parallel calibration: every linear of block 0 sees the float model's inputs
+    for h in hooks:
+        h.remove()
+    report = quantize_model(model, model.model.layers, [batch], config)
+    # q/k/v read one tensor, gate/up another: 4 products per layer for 7 linears
+    assert len(calls) == 2 * 4
+    for n in names:
+        expected = reference[n].solve(weights[n]).error
+        assert report.layers[f"model.layers.0.{n}"].error == pytest.approx(expected, rel=1e-6)
+
+
+def test_block_outputs_are_what_the_quantized_blocks_compute_and_the_last_runs_only_when_asked():
+    batches = [torch.randn(16, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    config = QuantConfig(bits=3, group_size=32, max_iter=2)
+    runs = {}
+    for asked in (False, True):
+        model = mlp_model()
+        calls = []
+        model[2].register_forward_hook(lambda *_: calls.append(1))
+        outputs = {}
+        quantize_model(model, list(model), batches, config,
+                       on_block_outputs=(lambda b, hidden: outputs.setdefault(b, hidden)) if asked else None)
+        runs[asked] = len(calls)
+    assert runs[True] - runs[False] == len(batches)  # the last block's output pass
+    assert sorted(outputs) == [0, 1, 2]
+    with torch.no_grad():
+        for b in range(3):
+            for x, out in zip(batches, outputs[b], strict=True):
+                torch.testing.assert_close(out, model[: b + 1](x), rtol=1e-5, atol=1e-6)

@@ -165,3 +165,28 @@ def test_quantized_folder_round_trips_through_load_speech_llm(tmp_path) -> None:
     packed32, packed16 = load_file(tmp_path / "f32" / WEIGHTS), load_file(tmp_path / "f16" / WEIGHTS)
     assert all(torch.equal(packed32[k], packed16[k]) for k in packed32 if k.endswith(".packed"))
     assert (tmp_path / "f16" / WEIGHTS).stat().st_size < 0.6 * (tmp_path / "f32" / WEIGHTS).stat().st_size
+
+
+@pytest.mark.parametrize("encoder_layer", [-1, 0])
+def test_each_part_is_calibrated_on_the_quantized_parts_before_it_without_running_them_again(
+        encoder_layer: int) -> None:
+    model, batch = model_and_batch()
+    model.encoder_layer = encoder_layer
+    first_inputs: dict[str, list] = {"converter": [], "llm": []}
+    subsampled = []
+    hooks = [
+        model.encoder.subsample.register_forward_hook(lambda *_: subsampled.append(1)),
+        model.converter.register_forward_pre_hook(lambda m, a: first_inputs["converter"].append(a[0])),
+        model.base_llm.get_decoder().layers[0].register_forward_pre_hook(
+            lambda m, a, k: first_inputs["llm"].append(a[0] if a else k["hidden_states"]), with_kwargs=True),
+    ]
+    quantize_speech_llm(model, [batch], spec(bits=2))
+    assert len(subsampled) == 1  # the encoder ran once: the later parts started from its kept outputs
+    calibrated = {part: calls[0] for part, calls in first_inputs.items()}
+    with torch.no_grad():
+        model(batch)  # the quantized model: what each part receives at inference
+    for h in hooks:
+        h.remove()
+    assert all(any(isinstance(m, QuantLinear) for m in part.modules()) for part in (model.encoder, model.converter))
+    for part, calls in first_inputs.items():
+        torch.testing.assert_close(calibrated[part], calls[-1], rtol=1e-4, atol=1e-5)
