@@ -143,8 +143,12 @@ def _training_exposure(patterns: tuple[str, ...]) -> TrainingExposure:
     return TrainingExposure(frozenset(names), counts)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig, loaded: LoadedModel | None = None) -> dict[str, Any]:
     """Decode every usable utterance of the chosen shards and score it; name and count the others.
+
+    Args:
+        cfg: a composed ``conf/eval.yaml``.
+        loaded: a model already in memory to evaluate (default: ``cfg.ckpt`` loaded).
 
     Returns:
         The metrics written to ``results.json`` (with ``num_skipped`` and ``num_skipped/<reason>``).
@@ -152,7 +156,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    loaded = load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
+    loaded = loaded or load_speech_llm(cfg.ckpt, device, checkpoint=cfg.checkpoint)
     shards = cfg.shards or cfg.data[f"{cfg.split}_shards"]
     mode = context_mode(cfg)
     prompt_contexts = _PromptContexts(mode, shards, int(cfg.get("context_seed", 0)))
