@@ -244,14 +244,13 @@ def test_linears_fed_one_input_share_its_product_and_each_gets_its_own_h(monkeyp
 def test_block_outputs_are_what_the_quantized_blocks_compute_and_the_last_runs_only_when_asked():
     batches = [torch.randn(16, 64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     config = QuantConfig(bits=3, group_size=32, max_iter=2)
-    runs = {}
+    runs, outputs = {}, {}
     for asked in (False, True):
         model = mlp_model()
         calls = []
-        model[2].register_forward_hook(lambda *_: calls.append(1))
-        outputs = {}
+        model[2].register_forward_hook(lambda *_, calls=calls: calls.append(1))
         quantize_model(model, list(model), batches, config,
-                       on_block_outputs=(lambda b, hidden: outputs.setdefault(b, hidden)) if asked else None)
+                       on_block_outputs=outputs.setdefault if asked else None)
         runs[asked] = len(calls)
     assert runs[True] - runs[False] == len(batches)  # the last block's output pass
     assert sorted(outputs) == [0, 1, 2]
