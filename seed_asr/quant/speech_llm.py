@@ -182,8 +182,8 @@ def quantize_speech_llm(model: nn.Module, batches: list[dict[str, Any]], spec: Q
                 items = [{**item, source: out} for item, out in zip(items, outputs.pop(source), strict=True)]
             else:
                 forward_fn = _run_speech_llm
-            keep = _keep_outputs(outputs, segment.part, _feeding_block(model, segment)) \
-                if s + 1 < len(plan) else None
+            read_next = s + 1 < len(plan) and _RESUME.get(plan[s + 1].part, (None,))[0] == segment.part
+            keep = _keep_outputs(outputs, segment.part, _feeding_block(model, segment)) if read_next else None
             report = quantize_model(model, segment.blocks, items or None, spec.config,
                                     include=spec.include or None,
                                     exclude=spec.exclude or None, order=spec.order or None, device=device,

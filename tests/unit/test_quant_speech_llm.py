@@ -167,9 +167,12 @@ def test_quantized_folder_round_trips_through_load_speech_llm(tmp_path) -> None:
     assert (tmp_path / "f16" / WEIGHTS).stat().st_size < 0.6 * (tmp_path / "f32" / WEIGHTS).stat().st_size
 
 
-@pytest.mark.parametrize("encoder_layer", [-1, 0])
+@pytest.mark.parametrize(("encoder_layer", "parts", "encoder_runs"), [
+    (-1, ("encoder", "converter", "llm"), 1), (0, ("encoder", "converter", "llm"), 1),
+    (-1, ("encoder", "llm"), 2),  # the float converter between them: the LLM's inputs from the whole model
+])
 def test_each_part_is_calibrated_on_the_quantized_parts_before_it_without_running_them_again(
-        encoder_layer: int) -> None:
+        encoder_layer: int, parts: tuple[str, ...], encoder_runs: int) -> None:
     model, batch = model_and_batch()
     model.encoder_layer = encoder_layer
     first_inputs: dict[str, list] = {"converter": [], "llm": []}
@@ -180,14 +183,17 @@ def test_each_part_is_calibrated_on_the_quantized_parts_before_it_without_runnin
         model.base_llm.get_decoder().layers[0].register_forward_pre_hook(
             lambda m, a, k: first_inputs["llm"].append(a[0] if a else k["hidden_states"]), with_kwargs=True),
     ]
-    quantize_speech_llm(model, [batch], spec(bits=2))
-    assert len(subsampled) == 1  # the encoder ran once: the later parts started from its kept outputs
+    quantize_speech_llm(model, [batch], QuantSpec.from_cfg({
+        "name": "t", "config": {"bits": 2, "group_size": 32, "max_iter": 1}, "parts": list(parts),
+        "calib_batches": 1}))
+    assert len(subsampled) == encoder_runs  # 1: the later parts started from the encoder's kept outputs
     calibrated = {part: calls[0] for part, calls in first_inputs.items()}
     with torch.no_grad():
         model(batch)  # the quantized model: what each part receives at inference
     for h in hooks:
         h.remove()
     for part in (model.encoder, model.converter):
-        assert any(isinstance(m, QuantLinear) for m in part.modules())
+        assert any(isinstance(m, QuantLinear) for m in part.modules()) == (part is model.encoder or
+                                                                           "converter" in parts)
     for part, calls in first_inputs.items():
         torch.testing.assert_close(calibrated[part], calls[-1], rtol=1e-4, atol=1e-5)
