@@ -30,6 +30,7 @@ from quant_peers import hqq_available, hqq_weight
 
 from seed_asr.artifacts.loading import LoadedModel, load_speech_llm
 from seed_asr.config import compose_config
+from seed_asr.demo.quant import error_rates
 from seed_asr.eval import evaluate
 from seed_asr.quant.spec import QuantSpec
 from seed_asr.quant.speech_llm import block_plan, calibration_batches, quantize_speech_llm, selected_linears
@@ -92,7 +93,7 @@ def score(args: argparse.Namespace, setting: str, label: str, batches: list[dict
         (folder / "times.json").write_text(json.dumps(times))
     metrics = json.loads(results.read_text())["metrics"]
     times = json.loads((folder / "times.json").read_text())
-    return {"wer": metrics["wer"], "wer_en": metrics.get("wer/en"), "cer_zh": metrics.get("cer/zh"), **times}
+    return {**error_rates(metrics), **times}
 
 
 def main() -> None:

@@ -107,13 +107,13 @@ def measure_quantization(out_dir: str | Path, corpus_dir: str | Path, ckpt: str 
 
 def _row(setting: str, label: str, folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     report = read_report(folder)
-    return {"setting": setting, "method": label, **_error_rates(metrics),
+    return {"setting": setting, "method": label, **error_rates(metrics),
             "bytes": report["size"]["quantized_bytes"], "fp16_bytes": report["size"]["fp16_bytes"],
             "ratio_vs_fp16": report["size"]["ratio_vs_fp16"], "seconds": report["seconds"],
             "mean_error": report["mean_error"]}
 
 
-def _error_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
+def error_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
     """Overall error rate (words for English, characters for Mandarin), English WER, Mandarin CER."""
     return {"wer": metrics["wer"], "wer_en": metrics.get("wer/en"), "cer_zh": metrics.get("cer/zh")}
 
@@ -131,7 +131,7 @@ def quant_report_lines(result: dict[str, Any]) -> list[str]:
 
     The error rate is the corpus's mixed measure (word errors for English, character errors for Mandarin).
     """
-    fp = _error_rates(result["fp"])
+    fp = error_rates(result["fp"])
     lines = ["| setting | method | error rate | WER en | CER zh | rel. vs fp | size (KB) | x fp16 | "
              "quant. time (s) | mean layer error |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| full precision | - | {_fmt(fp['wer'])} | {_fmt(fp['wer_en'])} | {_fmt(fp['cer_zh'])} | "
