@@ -7,16 +7,21 @@ list, the in-context copying a pretrained LLM brings from web text and a corpus-
 ``stage.fresh_names`` a training sample's names are renamed to newly invented ones in its transcript and
 context alike (`seed_asr.data.contexts.rename_entities`): a name is then never seen twice, so taking it
 from the prompt is the only way to predict it, where the corpus' own names can be memorised instead.
+With ``stage.read_back`` some samples become drills whose transcript is the prompt's hot-word list read
+back under another instruction: every token a copy. ``stage.stop_at_name_gain`` ends the run once the
+prompt saves that many nats per name token on dev (``val/name_gain``).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -31,20 +36,20 @@ class LMModule(StageModule):
     Validation logs ``val/loss``, with each utterance's own context when ``context_mix`` is set, and then
     also ``val/loss_no_context`` and both over the tokens of the utterances' names (``context.entities``),
     ``val/loss_names`` and ``val/loss_names_no_context`` (means over all name tokens of the split, every
-    rank's included): the gaps are what the context is worth to the LLM.
+    rank's included): the gaps are what the context is worth to the LLM, the names' as ``val/name_gain``.
     """
 
     uses_tokenizer = True
 
     def build_model(self) -> nn.Module:
-        share = self.stage.get("fresh_names") or 0.0
-        if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
-            raise ValueError(f"stage.fresh_names must be a probability in [0, 1], got {share!r}")
-        if share and not self.context_mix:
-            raise ValueError(
-                f"stage.fresh_names={share} renames names only a prompt can tell: set stage.context_mix"
-            )
-        self.fresh_names = float(share)
+        self.fresh_names = self._prompt_option("fresh_names", _probability(self.stage, "fresh_names"),
+                                               "renames names only a prompt can tell")
+        self.read_back = self._prompt_option("read_back", _probability(self.stage, "read_back"),
+                                             "reads back the prompt's hot words")
+        gain = self.stage.get("stop_at_name_gain")
+        if gain is not None and (isinstance(gain, bool) or not isinstance(gain, int | float)):
+            raise ValueError(f"stage.stop_at_name_gain must be a number of nats (or null), got {gain!r}")
+        self._prompt_option("stop_at_name_gain", gain, "watches what the prompt is worth on names")
         prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:
@@ -54,12 +59,26 @@ class LMModule(StageModule):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return nn.ModuleDict({"llm": llm})
 
-    def _sequence(self, text: str, context: Any) -> tuple[list[int], int]:
+    def _prompt_option(self, key: str, value: Any, what: str) -> Any:
+        """``value`` of ``stage.<key>``, an option that needs ``stage.context_mix`` (raises without it)."""
+        if value and not self.context_mix:
+            raise ValueError(f"stage.{key}={value} {what}: set stage.context_mix")
+        return value
+
+    def configure_callbacks(self) -> list[Callback]:
+        """With ``stage.stop_at_name_gain``: stop when ``val/name_gain`` reaches it (checked at validation)."""
+        gain = self.stage.get("stop_at_name_gain")
+        if gain is None:
+            return []
+        return [EarlyStopping(monitor="val/name_gain", mode="max", stopping_threshold=float(gain),
+                              patience=2**31, check_on_train_epoch_end=False, verbose=True)]
+
+    def _sequence(self, text: str, context: Any, instruction: str | None = None) -> tuple[list[int], int]:
         """Token ids of one sample and how many leading ones are not scored."""
         tok = self.tokenizer
         if self.prompt is None:
             return [tok.bos_token_id, *tok.encode(text, add_special_tokens=False), tok.eos_token_id], 0
-        ids = self.prompt.build(context, text)
+        ids = self.prompt.build(context, text, instruction)
         prefix = ids.before_audio + ids.after_audio
         return prefix + ids.target, len(prefix)
 
@@ -69,8 +88,11 @@ class LMModule(StageModule):
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [any(a < end and b > start for start, end in spans) for a, b in encoded["offset_mapping"]]
 
-    def _encode(self, texts: Sequence[str], contexts: Sequence[Any]) -> dict[str, torch.Tensor]:
-        rows = [self._sequence(t, c) for t, c in zip(texts, contexts, strict=True)]
+    def _encode(
+        self, texts: Sequence[str], contexts: Sequence[Any], instructions: Sequence[str | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        instructions = instructions or [None] * len(texts)
+        rows = [self._sequence(*sample) for sample in zip(texts, contexts, instructions, strict=True)]
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -84,15 +106,19 @@ class LMModule(StageModule):
             for k, v in {"input_ids": input_ids, "attention_mask": mask, "labels": labels}.items()
         }
 
-    def _token_nll(self, texts: Sequence[str], contexts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _token_nll(
+        self, texts: Sequence[str], contexts: Sequence[Any], instructions: Sequence[str | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihood of each next token [B, T-1] and whether it is scored [B, T-1]."""
-        encoded = self._encode(texts, contexts)
+        encoded = self._encode(texts, contexts, instructions)
         llm = self.model["llm"]
         logits = llm(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
         return next_token_nll(logits, encoded["labels"])
 
-    def _loss(self, texts: Sequence[str], contexts: Sequence[Any]) -> torch.Tensor:
-        nll, scored = self._token_nll(texts, contexts)
+    def _loss(
+        self, texts: Sequence[str], contexts: Sequence[Any], instructions: Sequence[str | None] | None = None
+    ) -> torch.Tensor:
+        nll, scored = self._token_nll(texts, contexts, instructions)
         return nll[scored].mean()
 
     def _name_masks(self, batch: dict) -> list[list[bool]]:
@@ -113,19 +139,30 @@ class LMModule(StageModule):
             names[i, first : first + len(mask)] = torch.tensor(mask, dtype=torch.bool)
         return nll[scored].mean(), nll[names]
 
-    def training_samples(self, batch: dict, batch_idx: int) -> tuple[list[str], list[Any]]:
-        """The transcripts and prompt contexts a training batch is scored on: contexts drawn by
-        ``context_mix``, and with probability ``fresh_names`` per sample that has names, its names renamed
-        (`StageModule.renamed_samples`)."""
+    def training_samples(
+        self, batch: dict, batch_idx: int
+    ) -> tuple[list[str], list[Any], list[str | None]]:
+        """The transcripts, prompt contexts and instructions (None: the prompt's own) a training batch is
+        scored on: contexts drawn by ``context_mix``; with probability ``fresh_names`` per sample that has
+        names, its names renamed (`StageModule.renamed_samples`); then with probability ``read_back`` per
+        sample whose prompt shows hot words, a drill: ``read_back_instruction`` and the shown hot words
+        as its transcript. Deterministic per batch."""
         texts = list(batch["texts"])
         contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(texts)
-        if not self.fresh_names:
-            return texts, contexts
-        return self.renamed_samples(texts, contexts, batch["metas"], batch_idx, self.fresh_names)
+        if self.fresh_names:
+            texts, contexts = self.renamed_samples(texts, contexts, batch["metas"], batch_idx, self.fresh_names)
+        instructions: list[str | None] = [None] * len(texts)
+        if self.read_back:
+            rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/read_back")
+            for i, context in enumerate(contexts):
+                shown = self.prompt.shown_keywords(context)
+                if shown and rng.random() < self.read_back:
+                    texts[i] = self.prompt.keyword_separator.join(shown)
+                    instructions[i] = str(self.stage.read_back_instruction)
+        return texts, contexts, instructions
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        texts, contexts = self.training_samples(batch, batch_idx)
-        loss = self._loss(texts, contexts)
+        loss = self._loss(*self.training_samples(batch, batch_idx))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["texts"]))
         return loss
 
@@ -147,6 +184,12 @@ class LMModule(StageModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/ppl", math.exp(min(loss.item(), 20.0)), sync_dist=True, batch_size=n)
 
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/name_gain``, nats per name token the utterances' own contexts save (when dev has names)."""
+        if self.prompt is not None and self.name_losses["own"].update_called:
+            gain = self.name_losses["none"].compute() - self.name_losses["own"].compute()
+            self.log("val/name_gain", gain, prog_bar=True)
+
 
 def _occurrences(name: str, text: str) -> list[int]:
     """Start offsets of ``name`` in ``text``."""
@@ -155,3 +198,15 @@ def _occurrences(name: str, text: str) -> list[int]:
         starts.append(at)
         at = text.find(name, at + 1)
     return starts
+
+
+def _probability(stage: Any, key: str) -> float:
+    """``stage.<key>`` as a probability (absent or null: 0).
+
+    Raises:
+        ValueError: naming the key, when the value is not a number in [0, 1].
+    """
+    value = stage.get(key) or 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"stage.{key} must be a probability in [0, 1], got {value!r}")
+    return float(value)

@@ -128,15 +128,15 @@ class PromptBuilder:
     def _n_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def _keywords_text(self, keywords: Sequence[str], budget: int) -> str:
-        """Rendered keywords: as many as fit in budget tokens, in their given order."""
+    def shown_keywords(self, context: Mapping | None) -> list[str]:
+        """The context's leading hot words whose rendering fits in ``max_context_tokens``, in order."""
         kept: list[str] = []
-        for word in keywords:
+        for word in (context or {}).get("keywords") or []:
             text = self.keywords_template.format(keywords=self.keyword_separator.join([*kept, word]))
-            if self._n_tokens(text) > budget:
+            if self._n_tokens(text) > self.max_context_tokens:
                 break
             kept.append(word)
-        return self.keywords_template.format(keywords=self.keyword_separator.join(kept)) if kept else ""
+        return kept
 
     def _history_text(self, turns: Sequence[str], budget: int) -> str:
         """Rendered history within budget tokens: oldest turns dropped first, then the oldest words."""
@@ -158,16 +158,19 @@ class PromptBuilder:
             return ""
         history = context.get("history") or []
         history = [history] if isinstance(history, str) else list(history)
-        keywords = self._keywords_text(list(context.get("keywords") or []), self.max_context_tokens)
+        kept = self.shown_keywords(context)
+        keywords = self.keywords_template.format(keywords=self.keyword_separator.join(kept)) if kept else ""
         budget = self.max_context_tokens - self._n_tokens(keywords)
         title = self.title_template.format(title=context["title"]) if context.get("title") else ""
         title = title if self._n_tokens(title) <= budget else ""
         budget -= self._n_tokens(title)
         return title + self._history_text(history, budget) + keywords
 
-    def build(self, context: Mapping | None, transcript: str | None) -> PromptIds:
-        """Prompt ids of one sample; transcript None gives the decoding prefix (same ids)."""
-        fields = {"context": self.context_text(context), "instruction": self.instruction}
+    def build(self, context: Mapping | None, transcript: str | None, instruction: str | None = None
+              ) -> PromptIds:
+        """Prompt ids of one sample; transcript None gives the decoding prefix (same ids). ``instruction``
+        replaces the builder's task text for this sample (e.g. a text-only drill's)."""
+        fields = {"context": self.context_text(context), "instruction": instruction or self.instruction}
         return PromptIds(
             before_audio=self.bos + self.encode(self.before_template.format(**fields)),
             after_audio=self.encode(self.after_template.format(**fields)),

@@ -8,6 +8,9 @@ import pytest
 import torch
 from stage_helpers import build
 
+from seed_asr.config import compose_config
+from seed_asr.train import train
+
 MIX = {"relevant": 0.5, "none": 0.2, "irrelevant": 0.2, "distractors": 0.1}
 
 
@@ -85,7 +88,7 @@ def test_validation_logs_what_the_context_is_worth(tiny_corpus: Path, tmp_path: 
 def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corpus: Path, tmp_path: Path):
     overrides = {"context_mix": {"relevant": 1.0}, "fresh_names": 1.0}
     module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides=overrides)
-    texts, contexts = module.training_samples(batch, 0)
+    texts, contexts, _ = module.training_samples(batch, 0)
     named = 0
     for meta, text, context in zip(batch["metas"], texts, contexts, strict=True):
         entities = meta["context"]["entities"]
@@ -97,13 +100,57 @@ def test_fresh_names_rename_each_samples_names_in_its_text_and_context(tiny_corp
         fresh = [k for k in context["keywords"] if k not in meta["context"]["keywords"]]
         assert len(fresh) == len(set(entities)) and all(name in text for name in fresh)
     assert named, "the tiny corpus has names"
-    assert module.training_samples(batch, 0) == (texts, contexts)  # deterministic per batch
+    assert module.training_samples(batch, 0)[:2] == (texts, contexts)  # deterministic per batch
     assert module.training_samples(batch, 1)[0] != texts
+
+
+def test_read_back_drills_copy_the_shown_hot_words(tiny_corpus: Path, tmp_path: Path) -> None:
+    overrides = {"context_mix": {"relevant": 0.5, "none": 0.5}, "fresh_names": 1.0, "read_back": 1.0,
+                 "read_back_instruction": "Read back."}
+    module, batch = build("lm", tiny_corpus, tmp_path, stage_overrides=overrides)
+    module.prompt.max_context_tokens = 24  # the budget drops trailing hot words of long lists
+    texts, contexts, instructions = module.training_samples(batch, 0)
+    renamed, _ = module.renamed_samples(batch["texts"], contexts, batch["metas"], 0, 1.0)
+    drills = 0
+    for i, context in enumerate(contexts):
+        if not (context and context.get("keywords")):  # nothing to read back: the transcript as it is
+            assert (texts[i], instructions[i]) == (renamed[i], None)
+            continue
+        drills += 1
+        assert instructions[i] == "Read back."
+        shown = module.prompt.context_text(context).split("<|keywords|>")[1].split(", ")
+        assert texts[i].split(", ") == shown and shown == context["keywords"][: len(shown)]
+        ids = module._encode(texts[i : i + 1], contexts[i : i + 1], instructions[i : i + 1])["input_ids"][0]
+        decoded = module.tokenizer.decode(ids, skip_special_tokens=False)
+        assert "Read back." in decoded and "Transcribe the speech." not in decoded
+    assert drills and any(len(c["keywords"]) > len(t.split(", ")) for c, t in zip(contexts, texts) if c)
+    assert module.training_samples(batch, 0) == (texts, contexts, instructions)
+
+
+def fit_lm(corpus: Path, run: Path, *overrides: str):
+    cfg = compose_config("train", ["stage=lm", "debug=tiny", f"paths.corpus_dir={corpus}",
+                                   "trainer.max_steps=6", "trainer.val_check_interval=2",
+                                   "stage.context_mix={relevant: 1.0}", *overrides], run)
+    return train(cfg)[1]["trainer"]
+
+
+@pytest.mark.parametrize(("threshold", "steps"), [(-100.0, 2), (100.0, 6)])
+def test_the_run_stops_once_the_names_gain_is_reached(tiny_corpus: Path, tmp_path: Path, threshold, steps):
+    """-100 nats is reached at the first validation (step 2), 100 never: the run goes on to max_steps."""
+    trainer = fit_lm(tiny_corpus, tmp_path, f"stage.stop_at_name_gain={threshold}")
+    assert trainer.global_step == steps
+    metrics = trainer.callback_metrics
+    gain = metrics["val/loss_names_no_context"] - metrics["val/loss_names"]
+    assert metrics["val/name_gain"].item() == pytest.approx(gain.item(), abs=1e-6)
 
 
 @pytest.mark.parametrize(("overrides", "error"), [
     ({"context_mix": MIX, "fresh_names": 1.5}, "fresh_names must be a probability"),
     ({"fresh_names": 0.5}, "set stage.context_mix"),
+    ({"context_mix": MIX, "read_back": -0.1}, "read_back must be a probability"),
+    ({"read_back": 0.5}, "set stage.context_mix"),
+    ({"context_mix": MIX, "stop_at_name_gain": "high"}, "stop_at_name_gain must be a number"),
+    ({"stop_at_name_gain": 0.5}, "set stage.context_mix"),
 ])
 def test_bad_fresh_names_fail_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error):
     with pytest.raises(ValueError, match=error):
