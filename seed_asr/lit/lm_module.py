@@ -66,7 +66,7 @@ class LMModule(StageModule):
         return value
 
     def configure_callbacks(self) -> list[Callback]:
-        """With ``stage.stop_at_name_gain``: stop when ``val/name_gain`` reaches it (checked at validation)."""
+        """With ``stage.stop_at_name_gain``: stop when ``val/name_gain`` reaches it (at a validation)."""
         gain = self.stage.get("stop_at_name_gain")
         if gain is None:
             return []
@@ -150,7 +150,8 @@ class LMModule(StageModule):
         texts = list(batch["texts"])
         contexts = self.training_contexts(batch["metas"], batch_idx) or [None] * len(texts)
         if self.fresh_names:
-            texts, contexts = self.renamed_samples(texts, contexts, batch["metas"], batch_idx, self.fresh_names)
+            metas = batch["metas"]
+            texts, contexts = self.renamed_samples(texts, contexts, metas, batch_idx, self.fresh_names)
         instructions: list[str | None] = [None] * len(texts)
         if self.read_back:
             rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/read_back")
@@ -185,7 +186,7 @@ class LMModule(StageModule):
         self.log("val/ppl", math.exp(min(loss.item(), 20.0)), sync_dist=True, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
-        """Log ``val/name_gain``, nats per name token the utterances' own contexts save (when dev has names)."""
+        """Log ``val/name_gain``: nats per name token the utterances' own contexts save (if dev has names)."""
         if self.prompt is not None and self.name_losses["own"].update_called:
             gain = self.name_losses["none"].compute() - self.name_losses["own"].compute()
             self.log("val/name_gain", gain, prog_bar=True)

@@ -123,7 +123,8 @@ def test_read_back_drills_copy_the_shown_hot_words(tiny_corpus: Path, tmp_path: 
         ids = module._encode(texts[i : i + 1], contexts[i : i + 1], instructions[i : i + 1])["input_ids"][0]
         decoded = module.tokenizer.decode(ids, skip_special_tokens=False)
         assert "Read back." in decoded and "Transcribe the speech." not in decoded
-    assert drills and any(len(c["keywords"]) > len(t.split(", ")) for c, t in zip(contexts, texts) if c)
+    cut = [len(c["keywords"]) > len(t.split(", ")) for c, t in zip(contexts, texts, strict=True) if c]
+    assert drills and any(cut)
     assert module.training_samples(batch, 0) == (texts, contexts, instructions)
 
 
