@@ -54,9 +54,11 @@ peers-env: install
 	$(PEERS_VENV)/bin/python -m pip install -q -c constraints.txt torch
 	$(PEERS_VENV)/bin/python -m pip install -q llmcompressor==0.14.0.1
 
-# decoupleQ against RTN, GPTQ, HQQ and llmcompressor's GPTQ on a 9.3 M-parameter Llama (BENCHMARKS.md).
+# decoupleQ against RTN, GPTQ, HQQ and llmcompressor's GPTQ on a 21.5 M-parameter Llama trained on the
+# Python standard library's sources (BENCHMARKS.md).
 bench-quant: peers-env
-	PYTHONPATH=. $(PY) scripts/bench_quant.py --threads 2 --hidden 384 --layers 6 --steps 600 \
+	PYTHONPATH=. $(PY) scripts/bench_quant.py --threads 2 --hidden 512 --layers 8 --steps 600 \
+		--text stdlib --eval-windows 512 \
 		--cache .cache/bench_quant --llmcompressor-python $(PEERS_VENV)/bin/python \
 		--work-dir .cache/bench_quant/work --json bench_quant.json
 

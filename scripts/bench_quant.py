@@ -1,7 +1,8 @@
 """Benchmark decoupleQ against round-to-nearest, GPTQ and other projects' quantizers on one model.
 
-(a) trains a Llama-architecture byte-level model on license texts found on the machine (or loads it from
-    `--cache`), then quantizes it with each method and calibration (MODEL_METHODS) and reports the mean
+(a) trains a Llama-architecture byte-level model on text found on the machine (`--text`: the license
+    texts, or `stdlib`, the running Python's standard library sources; or loads it from `--cache`), then
+    quantizes it with each method and calibration (MODEL_METHODS) and reports the mean
     per-layer relative output error, held-out perplexity, wall time and the solvers' share of it; the
     peers of `quant_peers.py` (HQQ when installed, llmcompressor's GPTQ with `--llmcompressor-python`)
     quantize the same model and are scored by the same perplexity;
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import math
 import multiprocessing
 import os
+import sysconfig
 import time
 from pathlib import Path
 
@@ -39,8 +42,11 @@ ORDER = [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["up_proj", "gate_proj"], [
 
 
 def load_text(patterns: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Byte tokens of the distinct text files matched by `patterns`: (train, held-out = last 10% of each)."""
+    """Byte tokens of the distinct text files matched by `patterns` ("stdlib": the running Python's
+    standard-library modules, `<stdlib>/*.py`): (train, held-out = last 10% of each)."""
     seen, train, held = set(), [], []
+    stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "*.py")
+    patterns = [stdlib if p == "stdlib" else p for p in patterns]
     for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
         real = os.path.realpath(path)
         if real in seen or not os.path.isfile(real):
@@ -88,9 +94,13 @@ def train(model: nn.Module, tokens: torch.Tensor, steps: int, seq: int, batch: i
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, tokens: torch.Tensor, seq: int, device: str) -> float:
+def perplexity(model: nn.Module, tokens: torch.Tensor, seq: int, device: str, max_windows: int = 0) -> float:
+    """Perplexity over the `seq`-byte windows of `tokens` (at most `max_windows`, evenly spaced; 0: all)."""
     usable = tokens.numel() // seq * seq
-    windows = tokens[:usable].reshape(-1, seq).to(device)
+    windows = tokens[:usable].reshape(-1, seq)
+    if 0 < max_windows < len(windows):
+        windows = windows[torch.linspace(0, len(windows) - 1, max_windows).long()]
+    windows = windows.to(device)
     losses = [model(input_ids=w[None], labels=w[None]).loss for w in windows]
     return math.exp(float(torch.stack(losses).mean()))
 
@@ -141,7 +151,7 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
     ref = build_model(args.hidden, args.layers)
     ref.load_state_dict(state)
     ref.to(args.device)
-    ppl_fp = perplexity(ref, held, args.seq, args.device)
+    ppl_fp = perplexity(ref, held, args.seq, args.device, args.eval_windows)
     out["fp32_ppl"] = ppl_fp
     print(f"\n(a) whole-model quantization of the trained model; fp32 held-out perplexity {ppl_fp:.3f}")
     print(f"{'setting':10s} {'method':20s} {'mean err':>9s} {'err/GPTQ':>9s} {'ppl':>8s} {'dppl/GPTQ':>10s} "
@@ -158,7 +168,7 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
                                     order=ORDER if calibration == "sequential" else None, device=args.device)
             rows[label] = {"mean_error": report.mean_error(), "seconds": report.seconds,
                            "solver_seconds": report.solver_seconds(), "calibration": calibration,
-                           "ppl": perplexity(model, held, args.seq, args.device),
+                           "ppl": perplexity(model, held, args.seq, args.device, args.eval_windows),
                            "refinement": {k: [v.loss_before, v.loss_after]
                                           for k, v in report.refinement.items()}}
         for label, (weights, seconds) in peer_weights.get(setting, {}).items():
@@ -166,7 +176,7 @@ def part_a(state: dict, held: torch.Tensor, batches: list[dict], args: argparse.
             model.load_state_dict({**state, **weights})
             model.to(args.device).eval()
             rows[label] = {"mean_error": float("nan"), "seconds": seconds, "solver_seconds": float("nan"),
-                           "ppl": perplexity(model, held, args.seq, args.device)}
+                           "ppl": perplexity(model, held, args.seq, args.device, args.eval_windows)}
         gptq = rows["gptq"]
         for label, r in rows.items():
             r["error_vs_gptq"] = r["mean_error"] / gptq["mean_error"]
@@ -356,8 +366,9 @@ def peer_weights(model: nn.Module, batches: list[dict], args: argparse.Namespace
 def trained_model(tokens: torch.Tensor, args: argparse.Namespace, out: dict) -> nn.Module:
     """The benchmark's model: trained here, or loaded from `--cache` when it holds the same recipe."""
     model = build_model(args.hidden, args.layers)
-    cache = Path(args.cache) / f"llama_h{args.hidden}_l{args.layers}_s{args.steps}_q{args.seq}.safetensors" \
-        if args.cache else None
+    text = hashlib.sha256(tokens.numpy().tobytes()).hexdigest()[:8]  # the training text is part of the recipe
+    name = f"llama_h{args.hidden}_l{args.layers}_s{args.steps}_q{args.seq}_t{text}.safetensors"
+    cache = Path(args.cache) / name if args.cache else None
     print(f"a {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M-parameter Llama on "
           f"{tokens.numel()} bytes of text ({args.steps} steps)")
     if cache is not None and cache.exists():
@@ -383,7 +394,10 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=32, help="calibration sequences")
     parser.add_argument("--synthetic", default="1024x2048", help="N x K of the synthetic layer in (b)")
     parser.add_argument("--parts", default="abc")
-    parser.add_argument("--text", nargs="+", default=list(TEXT_GLOBS), help="globs of the text files")
+    parser.add_argument("--text", nargs="+", default=list(TEXT_GLOBS),
+                        help="globs of the text files; stdlib: the running Python's standard library")
+    parser.add_argument("--eval-windows", type=int, default=0,
+                        help="held-out windows of the perplexity, evenly spaced (0: all)")
     parser.add_argument("--cache", default=None, help="folder keeping trained models between runs")
     parser.add_argument("--llmcompressor-python", default=None,
                         help="python of an environment with llmcompressor (make peers-env): adds its GPTQ")
