@@ -147,6 +147,32 @@ def curve_lines(out: Path, run: str) -> list[str]:
     return lines
 
 
+def copy_lines(out: Path, run: str) -> list[str]:
+    """Markdown of what the prompt's names were worth along a text-only copy run (``val/name_gain``, the
+    lm stage with a context mixture); nothing for a run that did not log it."""
+    series = read_metrics(out / run)
+    if not series.get("val/name_gain"):
+        return []
+    own, none = dict(series.get("val/loss_names", [])), dict(series.get("val/loss_names_no_context", []))
+    lines = [
+        "",
+        f"## Copying from the prompt along `{run}` (dev, loss per name token)",
+        "",
+        "| step | own context | no context | saved by the context |",
+        "|---|---|---|---|",
+    ]
+    for step, gain in series["val/name_gain"]:
+        lines.append(f"| {step} | {own.get(step, float('nan')):.3f} | {none.get(step, float('nan')):.3f} "
+                     f"| {gain:.3f} |")
+    return lines
+
+
+def report_steps(record: Mapping[str, Any]) -> str:
+    """A run's steps: those it trained, with its cap when it stopped before."""
+    steps, trained = record.get("steps", "-"), record.get("trained_steps")
+    return f"{trained} (cap {steps})" if trained is not None and trained != steps else str(steps)
+
+
 def _plot_bars(path: Path, values: dict[str, float], title: str) -> Path:
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(values) + 2), 3))
     ax.bar(list(values), [100 * v for v in values.values()])
@@ -234,7 +260,7 @@ def write_report(
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {t['run']} | {t.get('stage', '-')} | {t.get('steps', '-')} | {t['seconds'] / 60:.1f} |"
+        f"| {t['run']} | {t.get('stage', '-')} | {report_steps(t)} | {t['seconds'] / 60:.1f} |"
         for t in timings
     ]
     lines += [
@@ -300,6 +326,8 @@ def write_report(
     lines += ["", *target_lines(total_seconds, final["metrics"] if final else None)]
     if "sft" in train_runs:
         lines += ["", *curve_lines(out, "sft")]
+    for run in train_runs:
+        lines += copy_lines(out, run)
     lines += ["", *sections]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

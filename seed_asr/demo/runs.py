@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
+from seed_asr.utils.checkpoints import checkpoint_step
+
 T = TypeVar("T")
 
 STOP_GRACE_S = 30.0  # how long a step's process may take to exit after SIGTERM before it is killed
@@ -69,12 +71,12 @@ def run_logged(cmd: list[str], log_file: Path) -> None:
 def train_run(
     out: Path, corpus: Path, name: str, stage: str, steps: int, extra: list[str], cfg: DictConfig
 ) -> dict:
-    """One stage run in ``out/name``; skipped when it already finished, resumed when interrupted."""
+    """One stage run in ``out/name``; skipped when it already finished, resumed when interrupted. Returns
+    its record (``done.json``): run, stage, steps (the cap) and the steps it trained."""
     run_dir = out / name
     done = run_dir / "done.json"
-    record = {"run": name, "stage": stage, "steps": steps}
     if done.exists():
-        return record
+        return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -90,6 +92,9 @@ def train_run(
         *extra,
     ]
     run_logged(cmd, run_dir / "stdout.log")
+    # a run may stop before its cap (e.g. the lm stage's stop_at_name_gain)
+    trained = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    record = {"run": name, "stage": stage, "steps": steps, "trained_steps": trained}
     done.write_text(json.dumps(record))
     return record
 

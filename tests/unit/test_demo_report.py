@@ -10,7 +10,15 @@ from hydra import compose, initialize_config_dir
 
 from seed_asr.demo.context import TARGET_CELLS, measurement_cells
 from seed_asr.demo.pipeline import run_demo, run_order
-from seed_asr.demo.report import curve_lines, heldout_lines, learning_curve, target_lines, train_count_lines
+from seed_asr.demo.report import (
+    copy_lines,
+    curve_lines,
+    heldout_lines,
+    learning_curve,
+    report_steps,
+    target_lines,
+    train_count_lines,
+)
 from seed_asr.demo.runs import init_from_overrides
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -46,6 +54,28 @@ def test_learning_curve_pairs_each_validation_with_its_minutes(tmp_path: Path) -
 def test_a_run_without_validations_has_no_curve_section(tmp_path: Path) -> None:
     write_metrics(tmp_path / "sft", "epoch,step,train/loss\n0,9,3.0\n")
     assert curve_lines(tmp_path, "sft") == []
+
+
+def test_copy_lines_give_each_validations_name_losses_and_gain(tmp_path: Path) -> None:
+    write_metrics(tmp_path / "copy_lm", (
+        "epoch,step,train/loss,val/loss_names,val/loss_names_no_context,val/name_gain\n"
+        "0,99,3.0,,,\n"
+        "0,99,,3.25,3.5,0.25\n"
+        "0,199,,1.5,3.25,1.75\n"
+    ))
+    assert copy_lines(tmp_path, "copy_lm")[-2:] == ["| 99 | 3.250 | 3.500 | 0.250 |",
+                                                    "| 199 | 1.500 | 3.250 | 1.750 |"]
+    write_metrics(tmp_path / "sft", "epoch,step,train/loss,val/loss\n0,9,3.0,\n0,9,,2.0\n")
+    assert copy_lines(tmp_path, "sft") == []
+
+
+@pytest.mark.parametrize(("record", "shown"), [
+    ({"steps": 2000, "trained_steps": 600}, "600 (cap 2000)"),
+    ({"steps": 1500, "trained_steps": 1500}, "1500"),
+    ({"steps": 1500}, "1500"),  # a record written before trained steps were recorded
+])
+def test_the_runs_table_shows_a_run_stopped_before_its_cap(record: dict, shown: str) -> None:
+    assert report_steps(record) == shown
 
 
 def test_targets_read_met_at_the_bound_and_not_measured_when_absent() -> None:
