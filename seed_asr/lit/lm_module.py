@@ -15,7 +15,6 @@ prompt saves that many nats per name token on dev (``val/name_gain``).
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +48,8 @@ class LMModule(StageModule):
         gain = self.stage.get("stop_at_name_gain")
         if gain is not None and (isinstance(gain, bool) or not isinstance(gain, int | float)):
             raise ValueError(f"stage.stop_at_name_gain must be a number of nats (or null), got {gain!r}")
-        self._prompt_option("stop_at_name_gain", gain, "watches what the prompt is worth on names")
+        self._prompt_option("stop_at_name_gain", gain, "watches what the prompt is worth on names",
+                            on=gain is not None)  # 0 nats is a threshold too
         prompt = instantiate(self.model_cfg.prompt) if self.context_mix else None
         self.prompt = prompt(tokenizer=self.tokenizer) if prompt else None
         if self.prompt is not None:
@@ -59,9 +59,10 @@ class LMModule(StageModule):
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return nn.ModuleDict({"llm": llm})
 
-    def _prompt_option(self, key: str, value: Any, what: str) -> Any:
-        """``value`` of ``stage.<key>``, an option that needs ``stage.context_mix`` (raises without it)."""
-        if value and not self.context_mix:
+    def _prompt_option(self, key: str, value: Any, what: str, on: bool | None = None) -> Any:
+        """``value`` of ``stage.<key>``, an option that needs ``stage.context_mix`` when it is on (``on``;
+        default: when the value is truthy); raises when it is on without one."""
+        if (bool(value) if on is None else on) and not self.context_mix:
             raise ValueError(f"stage.{key}={value} {what}: set stage.context_mix")
         return value
 
@@ -154,7 +155,7 @@ class LMModule(StageModule):
             texts, contexts = self.renamed_samples(texts, contexts, metas, batch_idx, self.fresh_names)
         instructions: list[str | None] = [None] * len(texts)
         if self.read_back:
-            rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/read_back")
+            rng = self.batch_rng(batch_idx, "read_back")
             for i, context in enumerate(contexts):
                 shown = self.prompt.shown_keywords(context)
                 if shown and rng.random() < self.read_back:

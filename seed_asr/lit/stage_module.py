@@ -62,12 +62,18 @@ class StageModule(L.LightningModule):
         mix = stage.get("context_mix")
         self.context_mix = check_fractions(mix) if mix else None
 
+    def batch_rng(self, batch_idx: int, purpose: str = "") -> random.Random:
+        """A random source for one training batch, deterministic from ``seed``, the rank, the epoch, the
+        batch and what it draws (``purpose``: independent draws per purpose)."""
+        key = f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}"
+        return random.Random(f"{key}/{purpose}" if purpose else key)
+
     def training_contexts(self, metas: Sequence[Mapping[str, Any]], batch_idx: int) -> list[Any] | None:
         """The prompt contexts of a training batch under ``context_mix`` (None: no context at all),
         drawn per sample, deterministic from ``seed``, the rank, the epoch and the batch."""
         if self.context_mix is None:
             return None
-        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}")
+        rng = self.batch_rng(batch_idx)
         return mix_contexts(metas, self.context_mix, rng)
 
     def renamed_samples(
@@ -83,7 +89,7 @@ class StageModule(L.LightningModule):
         one in both (`seed_asr.data.contexts.rename_entities`): a name then never recurs, so only the
         prompt can tell it. Deterministic from ``seed``, the rank, the epoch and the batch."""
         texts, contexts = list(texts), list(contexts)
-        rng = random.Random(f"{self.seed}/{self.global_rank}/{self.current_epoch}/{batch_idx}/names")
+        rng = self.batch_rng(batch_idx, "names")
         for i, meta in enumerate(metas):
             entities = (meta.get("context") or {}).get("entities") or []
             if entities and rng.random() < share:

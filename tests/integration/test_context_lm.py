@@ -152,6 +152,7 @@ def test_the_run_stops_once_the_names_gain_is_reached(tiny_corpus: Path, tmp_pat
     ({"read_back": 0.5}, "set stage.context_mix"),
     ({"context_mix": MIX, "stop_at_name_gain": "high"}, "stop_at_name_gain must be a number"),
     ({"stop_at_name_gain": 0.5}, "set stage.context_mix"),
+    ({"stop_at_name_gain": 0.0}, "set stage.context_mix"),
 ])
 def test_bad_fresh_names_fail_when_the_model_is_built(tiny_corpus: Path, tmp_path: Path, overrides, error):
     with pytest.raises(ValueError, match=error):
